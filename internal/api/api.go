@@ -313,19 +313,19 @@ func (s OpState) Terminal() bool { return s != OpRunning }
 
 // Operation is an asynchronous operation: VM create, image build.
 type Operation struct {
-	ID         string          `json:"id"`
-	Kind       string          `json:"kind"`
-	Target     string          `json:"target"`
-	State      OpState         `json:"state"`
-	Stage      string          `json:"stage,omitempty"`
-	Stages     []string        `json:"stages,omitempty"`
-	Progress   float64         `json:"progress"`
-	Error      string          `json:"error,omitempty"`
-	Result     map[string]any  `json:"result,omitempty"`
-	LogTail    []string        `json:"log_tail,omitempty"`
-	CreatedAt  time.Time       `json:"created_at"`
-	UpdatedAt  time.Time       `json:"updated_at"`
-	FinishedAt time.Time       `json:"finished_at,omitzero"`
+	ID         string         `json:"id"`
+	Kind       string         `json:"kind"`
+	Target     string         `json:"target"`
+	State      OpState        `json:"state"`
+	Stage      string         `json:"stage,omitempty"`
+	Stages     []string       `json:"stages,omitempty"`
+	Progress   float64        `json:"progress"`
+	Error      string         `json:"error,omitempty"`
+	Result     map[string]any `json:"result,omitempty"`
+	LogTail    []string       `json:"log_tail,omitempty"`
+	CreatedAt  time.Time      `json:"created_at"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	FinishedAt time.Time      `json:"finished_at,omitzero"`
 }
 
 type OpRef struct {
