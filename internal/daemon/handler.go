@@ -61,7 +61,9 @@ func (h *handler) VMShow(ctx context.Context, p api.VMRef) (api.VM, error) { ret
 func (h *handler) VMCreate(ctx context.Context, p api.VMCreateParams) (api.Operation, error) {
 	return wireOp(h.vms.Create(ctx, p))
 }
-func (h *handler) VMStart(ctx context.Context, p api.VMRef) (api.VM, error) { return h.vms.Start(ctx, p) }
+func (h *handler) VMStart(ctx context.Context, p api.VMRef) (api.VM, error) {
+	return h.vms.Start(ctx, p)
+}
 func (h *handler) VMStop(ctx context.Context, p api.VMStopParams) (api.VM, error) {
 	return h.vms.Stop(ctx, p)
 }
@@ -72,7 +74,9 @@ func (h *handler) VMKill(ctx context.Context, p api.VMRef) (api.VM, error) { ret
 func (h *handler) VMDelete(ctx context.Context, p api.VMDeleteParams) (api.Empty, error) {
 	return h.vms.Delete(ctx, p)
 }
-func (h *handler) VMSet(ctx context.Context, p api.VMSetParams) (api.VM, error) { return h.vms.Set(ctx, p) }
+func (h *handler) VMSet(ctx context.Context, p api.VMSetParams) (api.VM, error) {
+	return h.vms.Set(ctx, p)
+}
 func (h *handler) VMStats(ctx context.Context, p api.VMRef) (api.VMStats, error) {
 	return h.vms.Stats(ctx, p)
 }
@@ -89,7 +93,9 @@ func (h *handler) VMSSHInfo(ctx context.Context, p api.VMRef) (api.SSHInfo, erro
 	return h.vms.SSHInfo(ctx, p)
 }
 
-func (h *handler) ImageList(ctx context.Context) (api.ImageListResult, error) { return h.images.List(ctx) }
+func (h *handler) ImageList(ctx context.Context) (api.ImageListResult, error) {
+	return h.images.List(ctx)
+}
 func (h *handler) ImageShow(ctx context.Context, p api.ImageRef) (api.Image, error) {
 	return h.images.Show(ctx, p)
 }

@@ -88,7 +88,9 @@ func (l Layout) VMConfigDrive(vmID string) string { return filepath.Join(l.VMDir
 func (l Layout) VMKnownHosts(vmID string) string { return filepath.Join(l.VMDir(vmID), "known_hosts") }
 
 // VMHostKey is the VM's SSH host private key.
-func (l Layout) VMHostKey(vmID string) string { return filepath.Join(l.VMDir(vmID), "ssh_host_ed25519_key") }
+func (l Layout) VMHostKey(vmID string) string {
+	return filepath.Join(l.VMDir(vmID), "ssh_host_ed25519_key")
+}
 
 // VMConsoleLog is the guest serial console log.
 func (l Layout) VMConsoleLog(vmID string) string { return filepath.Join(l.VMDir(vmID), "console.log") }

@@ -85,11 +85,16 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 	if err != nil {
 		return fmt.Errorf("activate system overlay: %w", err)
 	}
-	if _, err := s.Store.TransitionVM(ctx, id, []string{string(from)}, string(Starting), ""); err != nil {
+	// A create stays "creating" until the guest is up, so a daemon that
+	// dies meanwhile knows to undo the whole create on restart.
+	booting := Starting
+	if from == Creating {
+		booting = Creating
+	} else if _, err := s.Store.TransitionVM(ctx, id, []string{string(from)}, string(Starting), ""); err != nil {
 		_ = r.overlay.Deactivate(context.Background())
 		return err
 	}
-	r.State = string(Starting)
+	r.State = string(booting)
 	spec := vmm.MachineSpec{
 		ID: id, Name: r.Name, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB,
 		Kernel: img.Kernel, KernelRaw: img.KernelRaw, Initrd: img.Initrd, KernelArgs: img.KernelArgs,
@@ -155,7 +160,8 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 		}
 		return lastErr
 	}
-	if _, err := s.Store.TransitionVM(ctx, id, []string{string(Starting)}, string(Running), ""); err != nil {
+	if _, err := s.Store.TransitionVM(ctx, id, []string{string(booting)}, string(Running), ""); err != nil {
+		_ = drv.Kill(context.Background(), r.handle)
 		return err
 	}
 	s.watch(id, drv, r.handle)

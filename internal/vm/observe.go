@@ -6,8 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -253,6 +257,9 @@ func (s *Service) removeInterrupted(ctx context.Context, r record) {
 			_ = drv.Kill(ctx, r.handle)
 		}
 	}
+	// The daemon may have died after the VMM started but before its
+	// handle was recorded: find it by the pid files in its run dir.
+	killByPidFiles(s.Layout.VMRunDir(r.ID), r.ID, s.Log)
 	_ = r.overlay.Remove(ctx)
 	if r.TAP != "" && s.Network != nil {
 		_ = s.Network.ReleaseTAP(ctx, r.TAP)
@@ -321,4 +328,31 @@ func (s *Service) LookupIP(ctx context.Context, name string) (string, bool) {
 		return "", false
 	}
 	return v.IP, true
+}
+
+// killByPidFiles kills processes named by *.pid files in runDir whose
+// command line mentions the VM id (so a reused pid is never hit).
+func killByPidFiles(runDir, vmID string, log *slog.Logger) {
+	files, _ := filepath.Glob(filepath.Join(runDir, "*.pid"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 1 {
+			continue
+		}
+		argv, err := vmm.ProcessCmdline(pid)
+		if err != nil || !strings.Contains(strings.Join(argv, " "), vmID) {
+			continue
+		}
+		st, _ := vmm.ProcessStartTime(pid)
+		log.Warn("killing VMM process of an interrupted create", "pid", pid)
+		if vmm.SignalProcess(pid, st, syscall.SIGKILL) == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = vmm.WaitProcessExit(ctx, pid, st)
+			cancel()
+		}
+	}
 }

@@ -59,8 +59,8 @@ type Deps struct {
 	DiskHost disk.Host
 	// WriteConfig writes the per-VM config drive the guest reads at boot.
 	WriteConfig ConfigDriveWriter
-	Log      *slog.Logger
-	Defaults Defaults
+	Log         *slog.Logger
+	Defaults    Defaults
 	// NoNetworkReason says why Network is nil, for errors and warnings.
 	NoNetworkReason string
 }

@@ -30,7 +30,7 @@ var AllStates = []State{Creating, Stopped, Starting, Running, Paused, Stopping, 
 // transitions is the table of legal moves. Every other move is a bug or a
 // conflicting concurrent operation, and is refused.
 var transitions = map[State][]State{
-	Creating: {Stopped, Starting, Error},
+	Creating: {Stopped, Running, Error},
 	Stopped:  {Starting, Error},
 	Starting: {Running, Stopped, Error},
 	Running:  {Stopping, Paused, Stopped, Error},

@@ -9,7 +9,7 @@ import (
 
 func TestTransitionTable(t *testing.T) {
 	legal := map[[2]State]bool{
-		{Creating, Stopped}: true, {Creating, Starting}: true, {Creating, Error}: true,
+		{Creating, Stopped}: true, {Creating, Running}: true, {Creating, Error}: true,
 		{Stopped, Starting}: true, {Stopped, Error}: true,
 		{Starting, Running}: true, {Starting, Stopped}: true, {Starting, Error}: true,
 		{Running, Stopping}: true, {Running, Paused}: true, {Running, Stopped}: true, {Running, Error}: true,
