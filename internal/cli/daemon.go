@@ -57,6 +57,7 @@ Settings come from defaults, then the config file (TOML, default
 			set("firecracker-bin", func() { cfg.FirecrackerBinary = o.FirecrackerBinary })
 			set("dns-listen", func() { cfg.DNSListen = o.DNSListen })
 			set("tap-prefix", func() { cfg.TAPPrefix = o.TAPPrefix })
+			set("image-cache", func() { cfg.ImageCache = o.ImageCache })
 			if a.socket != "" {
 				cfg.Socket = a.socket
 			} else if env := os.Getenv("BANGER_SOCKET"); env != "" && cfg.Socket == "" {
@@ -84,6 +85,7 @@ Settings come from defaults, then the config file (TOML, default
 	f.StringVar(&o.QEMUBinary, "qemu-bin", d.QEMUBinary, "QEMU binary")
 	f.StringVar(&o.FirecrackerBinary, "firecracker-bin", "", "Firecracker binary")
 	f.StringVar(&o.DNSListen, "dns-listen", "", "DNS server address (default <gateway>:53)")
+	f.StringVar(&o.ImageCache, "image-cache", "", "directory of built images, keyed by recipe (default <state-dir>/cache/images)")
 	return cmd
 }
 

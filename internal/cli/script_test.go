@@ -3,8 +3,8 @@ package cli
 import (
 	"errors"
 	"net"
-	"os/exec"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"

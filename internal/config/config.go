@@ -38,6 +38,8 @@ type Config struct {
 	DefaultMemoryMiB int    `toml:"default_memory_mib"`
 	DefaultDiskMiB   int    `toml:"default_disk_mib"`
 	OverlayStrategy  string `toml:"overlay_strategy"`
+	// ImageCache holds built images keyed by recipe (default <state>/cache/images).
+	ImageCache string `toml:"image_cache"`
 
 	QEMUBinary        string `toml:"qemu_binary"`
 	FirecrackerBinary string `toml:"firecracker_binary"`

@@ -140,7 +140,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			noNetReason = err.Error()
 			log.Error("host network setup failed; VMs cannot start until it is fixed", "err", err)
 		} else {
-			network = hnet
+			network = hostNetwork{hnet}
 			defer hnet.Close()
 		}
 	}
@@ -163,7 +163,11 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := vms.Reconcile(ctx); err != nil {
 		return fmt.Errorf("reconcile VMs: %w", err)
 	}
-	images := &image.Service{Store: st, Layout: layout, Ops: ops, Log: log,
+	cacheDir := cfg.ImageCache
+	if cacheDir == "" {
+		cacheDir = layout.ImageCache()
+	}
+	images := &image.Service{Store: st, Layout: layout, Ops: ops, Log: log, CacheDir: cacheDir,
 		Recipes: map[string]builder.Recipe{"default": builder.DefaultRecipe()}}
 
 	h := &handler{
@@ -302,4 +306,12 @@ func listenSocket(path, group string) (net.Listener, error) {
 		_ = os.Chown(filepath.Dir(path), -1, gid)
 	}
 	return ln, nil
+}
+
+// hostNetwork adapts hostnet.Network to what the VM lifecycle needs.
+type hostNetwork struct{ *hostnet.Network }
+
+func (hostNetwork) TAPExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
 }

@@ -67,7 +67,7 @@ func (s *Service) Build(ctx context.Context, p api.ImageBuildParams) (opstate.Sn
 }
 
 func (s *Service) build(ctx context.Context, op *opstate.Op, name string, recipe builder.Recipe, force bool) (map[string]any, error) {
-	art, cached := builder.Cached(recipe, s.Layout.ImageCache())
+	art, cached := builder.Cached(recipe, s.CacheDir)
 	if cached && !force {
 		op.Logf("recipe %s is cached in %s", art.Key[:12], art.Dir)
 	} else {
@@ -79,7 +79,7 @@ func (s *Service) build(ctx context.Context, op *opstate.Op, name string, recipe
 		}
 		last := ""
 		var err error
-		art, err = builder.Build(ctx, recipe, s.Layout.ImageCache(), func(stage string, fraction float64, line string) {
+		art, err = builder.Build(ctx, recipe, s.CacheDir, func(stage string, fraction float64, line string) {
 			if stage != "" && stage != last {
 				op.Stage(stage)
 				last = stage

@@ -29,6 +29,8 @@ type Service struct {
 	Layout paths.Layout
 	Ops    *opstate.Registry
 	Log    *slog.Logger
+	// CacheDir holds built images keyed by recipe.
+	CacheDir string
 	// Recipes maps a recipe name to its definition; "default" at least.
 	Recipes map[string]builder.Recipe
 }

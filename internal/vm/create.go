@@ -131,6 +131,13 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (opstate.Sna
 // undoes everything, including the VM record, so nothing is left behind.
 func (s *Service) provision(ctx context.Context, op *opstate.Op, id string, strategy disk.Strategy, start bool) (_ map[string]any, err error) {
 	undo := &cleanup{log: s.Log.With("vm", id)}
+	stage := func(name string) error {
+		op.Stage(name)
+		if s.AfterStage != nil {
+			s.AfterStage(ctx, name)
+		}
+		return ctx.Err()
+	}
 	undo.add("delete record", func(ctx context.Context) error { return s.Store.DeleteVM(ctx, id) })
 	defer func() {
 		if err != nil {
@@ -170,8 +177,7 @@ func (s *Service) provision(ctx context.Context, op *opstate.Op, id string, stra
 		return nil, err
 	}
 
-	op.Stage(StageNetwork)
-	if err := ctx.Err(); err != nil {
+	if err := stage(StageNetwork); err != nil {
 		return nil, err
 	}
 	reserved := []netip.Addr{}
@@ -194,7 +200,14 @@ func (s *Service) provision(ctx context.Context, op *opstate.Op, id string, stra
 		if err != nil {
 			return nil, fmt.Errorf("acquire TAP device: %w", err)
 		}
-		undo.add("release TAP", func(ctx context.Context) error { return s.Network.ReleaseTAP(ctx, tap) })
+		// Release whatever TAP the record holds by then: a start's
+		// preflight may have replaced a vanished one.
+		undo.add("release TAP", func(ctx context.Context) error {
+			if v, err := s.Store.GetVM(ctx, id); err == nil && v.TAP != "" {
+				tap = v.TAP
+			}
+			return s.Network.ReleaseTAP(ctx, tap)
+		})
 		r.TAP = tap
 	}
 	op.Logf("address %s, tap %s, mac %s", r.IP, orNone(r.TAP), r.MAC)
@@ -202,7 +215,9 @@ func (s *Service) provision(ctx context.Context, op *opstate.Op, id string, stra
 		return nil, err
 	}
 
-	op.Stage(StageDisks)
+	if err := stage(StageDisks); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	ov, err := disk.CreateOverlay(ctx, strategy, img.RootFS, vmDir, id)
 	if err != nil {
@@ -220,7 +235,9 @@ func (s *Service) provision(ctx context.Context, op *opstate.Op, id string, stra
 		return nil, err
 	}
 
-	op.Stage(StageConfig)
+	if err := stage(StageConfig); err != nil {
+		return nil, err
+	}
 	if err := s.writeKnownHosts(r, hk.PublicAuthorized); err != nil {
 		return nil, err
 	}
@@ -233,7 +250,7 @@ func (s *Service) provision(ctx context.Context, op *opstate.Op, id string, stra
 	// boot writes the config drive, starts the VMM and waits for SSH.
 	// From here a failure must also stop the process.
 	undo.add("stop VMM", func(ctx context.Context) error { return s.killQuietly(ctx, id) })
-	if err := s.boot(ctx, op, id, Creating); err != nil {
+	if err := s.boot(ctx, op, id, Creating, stage); err != nil {
 		return nil, err
 	}
 	return map[string]any{"vm": r.Name, "id": id, "ip": r.IP}, nil

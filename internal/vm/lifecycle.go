@@ -43,9 +43,11 @@ const bootAttempts = 2
 // The caller holds the VM lock. On failure the process is gone and the
 // VM is left in from's failure state (error for start, untouched record
 // for create, whose caller removes it).
-func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from State) error {
+func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from State, stageFn func(string) error) error {
 	stage := func(name string) {
-		if op != nil {
+		if stageFn != nil {
+			_ = stageFn(name) // cancellation is noticed by the steps that follow
+		} else if op != nil {
 			op.Stage(name)
 		}
 	}
@@ -115,6 +117,10 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 	var lastErr error
 	for attempt := 1; attempt <= bootAttempts; attempt++ {
 		stage(StageBoot)
+		if err := ctx.Err(); err != nil {
+			lastErr = err
+			break
+		}
 		t0 := time.Now()
 		h, err := drv.Start(ctx, spec)
 		if err != nil {
@@ -130,6 +136,11 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 		}
 		logf("%s started (pid %d, accel %s) in %s", r.VMM, h.PID, orNone(h.Accel), time.Since(t0).Round(time.Millisecond))
 		stage(StageSSH)
+		if err := ctx.Err(); err != nil {
+			_ = drv.Kill(context.Background(), h)
+			lastErr = err
+			break
+		}
 		if s.Network == nil {
 			logf("host networking disabled (%s): not waiting for SSH", s.NoNetworkReason)
 			lastErr = nil
@@ -245,11 +256,12 @@ func (s *Service) preflight(ctx context.Context, r record, drv vmm.Driver) error
 		}
 	}
 	if r.TAP != "" {
-		if _, err := net.InterfaceByName(r.TAP); err != nil {
-			if s.Network == nil {
-				return api.Errorf(api.KindUnavailable, "preflight: TAP %s missing and host networking is disabled", r.TAP)
-			}
+		if s.Network == nil {
+			return api.Errorf(api.KindUnavailable, "preflight: VM %s needs TAP %s but host networking is disabled (%s)", r.Name, r.TAP, s.NoNetworkReason)
+		}
+		if !s.Network.TAPExists(r.TAP) {
 			// The device vanished (host reboot, manual cleanup): take a new one.
+			_ = s.Network.ReleaseTAP(ctx, r.TAP)
 			tap, aerr := s.Network.AcquireTAP(ctx)
 			if aerr != nil {
 				return fmt.Errorf("preflight: TAP %s missing and no replacement: %w", r.TAP, aerr)
@@ -356,7 +368,7 @@ func (s *Service) Start(ctx context.Context, p api.VMRef) (api.VM, error) {
 	if err := Transition(r.Name, from, Starting); err != nil {
 		return api.VM{}, err
 	}
-	if err := s.boot(ctx, nil, r.ID, from); err != nil {
+	if err := s.boot(ctx, nil, r.ID, from, nil); err != nil {
 		return api.VM{}, err
 	}
 	return s.Show(ctx, api.VMRef{VM: r.ID})
@@ -436,7 +448,7 @@ func (s *Service) Restart(ctx context.Context, p api.VMStopParams) (api.VM, erro
 	if err != nil {
 		return api.VM{}, err
 	}
-	if err := s.boot(ctx, nil, r.ID, State(v.State)); err != nil {
+	if err := s.boot(ctx, nil, r.ID, State(v.State), nil); err != nil {
 		return api.VM{}, err
 	}
 	return s.Show(ctx, api.VMRef{VM: r.ID})

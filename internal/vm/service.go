@@ -27,6 +27,8 @@ import (
 type Network interface {
 	AcquireTAP(ctx context.Context) (string, error)
 	ReleaseTAP(ctx context.Context, name string) error
+	// TAPExists reports whether the device is present on the host.
+	TAPExists(name string) bool
 	Reconcile(ctx context.Context, inUse map[string]bool) error
 	Gateway() netip.Addr
 	Subnet() netip.Prefix
@@ -63,6 +65,9 @@ type Deps struct {
 	Defaults    Defaults
 	// NoNetworkReason says why Network is nil, for errors and warnings.
 	NoNetworkReason string
+	// AfterStage, when set, runs after each create stage begins. It is a
+	// test seam (cancelling a create at every stage); production leaves it nil.
+	AfterStage func(ctx context.Context, stage string)
 }
 
 // Service runs VM lifecycles. Its exported methods map one to one onto

@@ -42,7 +42,7 @@ var _ vmm.Driver = (*Driver)(nil)
 // New returns a fake driver.
 func New() *Driver { return &Driver{paused: map[int]bool{}, children: map[int]chan struct{}{}} }
 
-func (d *Driver) Name() string                      { return "fake" }
+func (d *Driver) Name() string                        { return "fake" }
 func (d *Driver) Available(ctx context.Context) error { return nil }
 
 func tag(id string) string { return "banger-fake-" + id }
@@ -63,10 +63,13 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
 		return vmm.Handle{}, err
 	}
-	loop := `trap 'exit 0' TERM; while :; do sleep 0.2; done`
+	// The script reports readiness only after its TERM trap is in place,
+	// as a real VMM answers its API only once it handles requests.
+	loop := `trap 'exit 0' TERM; : > "$1/fake.ready"; while :; do sleep 0.2; done`
 	if d.IgnoreShutdown {
-		loop = `trap '' TERM; while :; do sleep 0.2; done`
+		loop = `trap '' TERM; : > "$1/fake.ready"; while :; do sleep 0.2; done`
 	}
+	_ = os.Remove(filepath.Join(spec.RunDir, "fake.ready"))
 	// The run dir is an argument too, so tests can find "their" processes.
 	cmd := exec.Command("/bin/sh", "-c", loop, tag(spec.ID), spec.RunDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -88,6 +91,21 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 	d.children[pid] = done
 	d.mu.Unlock()
 	go func() { _ = cmd.Wait(); close(done) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(spec.RunDir, "fake.ready")); err == nil {
+			break
+		}
+		select {
+		case <-done:
+			return vmm.Handle{}, errors.New("fake VMM exited during start")
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-done
+			return vmm.Handle{}, errors.New("fake VMM did not become ready")
+		}
+	}
 	st, err := vmm.ProcessStartTime(pid)
 	if err != nil {
 		_ = cmd.Process.Kill()

@@ -147,6 +147,10 @@ func buildArgs(spec vmm.MachineSpec, accel string, tscKHz int) []string {
 			"-device", fmt.Sprintf("virtio-net-device,netdev=%s,mac=%s", id, n.MAC),
 		)
 	}
+	// A keyboard, so Shutdown can also press Ctrl-Alt-Del: systemd turns
+	// that into a reboot (an exit, under -no-reboot) even in guests whose
+	// power button has no listener (no logind without D-Bus).
+	args = append(args, "-device", "virtio-keyboard-device")
 	if spec.ConsoleLog != "" {
 		// append=on keeps the console history of earlier boots of this VM.
 		args = append(args,

@@ -420,7 +420,7 @@ func parentPID(t *testing.T, pid int) int {
 // testImage is a complete default image built by internal/image/builder's
 // integration test (or by hand) under /var/cache/banger-test/images.
 type testImage struct {
-	kernel, initrd, rootfs, kernelArgs string
+	kernel, initrd, rootfs, workSeed, kernelArgs string
 }
 
 // builtImage returns the first complete image: one whose manifest.json
@@ -446,10 +446,11 @@ func builtImage() (testImage, bool) {
 			kernel:     filepath.Join(dir, "vmlinuz"),
 			initrd:     filepath.Join(dir, "initrd.img"),
 			rootfs:     filepath.Join(dir, "rootfs.ext4"),
+			workSeed:   filepath.Join(dir, "work-seed.ext4"),
 			kernelArgs: manifest.KernelArgs,
 		}
 		complete := true
-		for _, f := range []string{img.kernel, img.initrd, img.rootfs} {
+		for _, f := range []string{img.kernel, img.initrd, img.rootfs, img.workSeed} {
 			if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
 				complete = false
 			}
@@ -476,9 +477,10 @@ func TestIntegrationShutdownSystemdGuest(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img.rootfs, "-F", "raw", overlay).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
-	extra := filepath.Join(dir, "extra.img")
-	if err := os.WriteFile(extra, make([]byte, 1<<20), 0o600); err != nil {
-		t.Fatal(err)
+	// The work disk too, or the guest waits 90 s for its home.
+	work := filepath.Join(dir, "work.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img.workSeed, "-F", "raw", work).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
 	spec := vmm.MachineSpec{
 		ID:         "it-shutdown",
@@ -488,12 +490,11 @@ func TestIntegrationShutdownSystemdGuest(t *testing.T) {
 		Kernel:     img.kernel,
 		Initrd:     img.initrd,
 		KernelArgs: img.kernelArgs,
-		// A second disk after the root: the image boots with
-		// root=/dev/vda, so reaching login also shows that Drives[0]
-		// became vda.
+		// The image boots with root=/dev/vda, so reaching login also
+		// shows that Drives[0] became vda.
 		Drives: []vmm.Drive{
 			{ID: "rootfs", Path: overlay, Format: "qcow2"},
-			{ID: "extra", Path: extra, ReadOnly: true},
+			{ID: "work", Path: work, Format: "qcow2"},
 		},
 		RunDir:     filepath.Join(dir, "run"),
 		ConsoleLog: filepath.Join(dir, "console.log"),

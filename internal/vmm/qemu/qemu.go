@@ -384,11 +384,31 @@ func notRunning(h vmm.Handle) error {
 	return fmt.Errorf("qemu pid %d: %w", h.PID, vmm.ErrNotRunning)
 }
 
-// Shutdown presses the ACPI power button and waits for QEMU to exit (it
-// runs with -no-reboot, so a guest power-off or reboot ends it).
+// ctrlAltDelete is the send-key argument for Ctrl-Alt-Del.
+var ctrlAltDelete = map[string]any{"keys": []map[string]string{
+	{"type": "qcode", "data": "ctrl"},
+	{"type": "qcode", "data": "alt"},
+	{"type": "qcode", "data": "delete"},
+}}
+
+// Shutdown presses the ACPI power button and Ctrl-Alt-Del, then waits for
+// QEMU to exit (it runs with -no-reboot, so a guest power-off or reboot
+// ends it). Both, because guests differ in which one they listen to: the
+// power button needs systemd-logind (and so D-Bus), Ctrl-Alt-Del only
+// PID 1.
 func (d *Driver) Shutdown(ctx context.Context, h vmm.Handle) error {
-	if err := d.command(ctx, h, "system_powerdown"); err != nil {
-		if errors.Is(err, vmm.ErrNotRunning) {
+	if !vmm.ProcessAlive(h.PID, h.StartTime) {
+		return nil
+	}
+	err := d.qmp(ctx, h.RunDir, func(c *qmpClient) error {
+		if _, err := c.execute(ctx, "system_powerdown", nil); err != nil {
+			return err
+		}
+		_, err := c.execute(ctx, "send-key", ctrlAltDelete)
+		return err
+	})
+	if err != nil {
+		if !vmm.ProcessAlive(h.PID, h.StartTime) {
 			return nil
 		}
 		return fmt.Errorf("qemu: request guest power-off: %w", err)
