@@ -98,7 +98,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 func (a *app) versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print client and daemon versions",
+		Short: "Print client and daemon versions (exit 5 when no daemon answers)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := struct {
@@ -117,7 +117,7 @@ func (a *app) versionCmd() *cobra.Command {
 			if err != nil {
 				out.Error = err.Error()
 			}
-			return a.emit(out, func(w io.Writer) {
+			werr := a.emit(out, func(w io.Writer) {
 				fmt.Fprintf(w, "client  %s\n", Version)
 				if out.Daemon == nil {
 					fmt.Fprintf(w, "daemon  unreachable: %s\n", out.Error)
@@ -134,6 +134,11 @@ func (a *app) versionCmd() *cobra.Command {
 					fmt.Fprintf(w, "vmm     %-12s %s\n", b.Name, status)
 				}
 			})
+			if werr == nil && out.Daemon == nil {
+				// Scripts use `banger version` to wait for the daemon.
+				return &exitError{code: ExitUnavailable}
+			}
+			return werr
 		},
 	}
 }

@@ -103,6 +103,7 @@ func buildArgs(spec vmm.MachineSpec, accel string, tscKHz int) []string {
 		// (script=no), so nothing needs to spawn.
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-name", tag + ",process=" + tag,
+		"-global", "virtio-mmio.force-legacy=false",
 	}
 	kernelArgs := spec.KernelArgs
 	switch accel {
@@ -149,7 +150,9 @@ func buildArgs(spec vmm.MachineSpec, accel string, tscKHz int) []string {
 	}
 	// A keyboard, so Shutdown can also press Ctrl-Alt-Del: systemd turns
 	// that into a reboot (an exit, under -no-reboot) even in guests whose
-	// power button has no listener (no logind without D-Bus).
+	// power button has no listener (no logind without D-Bus). The guest's
+	// virtio_input driver only binds to modern (virtio 1.0) devices, hence
+	// force-legacy=false for all virtio-mmio transports.
 	args = append(args, "-device", "virtio-keyboard-device")
 	if spec.ConsoleLog != "" {
 		// append=on keeps the console history of earlier boots of this VM.
