@@ -30,12 +30,15 @@ const (
 	MethodVMLogs    = "vm.logs"
 	MethodVMExec    = "vm.exec"
 	MethodVMSSHInfo = "vm.ssh_info"
+	MethodVMPause   = "vm.pause"
+	MethodVMResume  = "vm.resume"
 
 	MethodImageList     = "image.list"
 	MethodImageShow     = "image.show"
 	MethodImageRegister = "image.register"
 	MethodImageDelete   = "image.delete"
 	MethodImageBuild    = "image.build"
+	MethodImagePromote  = "image.promote"
 
 	MethodOpList   = "op.list"
 	MethodOpStatus = "op.status"
@@ -65,12 +68,30 @@ type Service interface {
 	VMLogs(ctx context.Context, p VMLogsParams) (VMLogsResult, error)
 	VMExec(ctx context.Context, p VMExecParams) (VMExecResult, error)
 	VMSSHInfo(ctx context.Context, p VMRef) (SSHInfo, error)
+	VMPause(ctx context.Context, p VMRef) (VM, error)
+	VMResume(ctx context.Context, p VMRef) (VM, error)
+	VMSyncAuth(ctx context.Context, p VMSyncAuthParams) (VMSyncAuthResult, error)
+
+	SessionStart(ctx context.Context, p SessionStartParams) (Session, error)
+	SessionList(ctx context.Context, p VMRef) (SessionListResult, error)
+	SessionShow(ctx context.Context, p SessionRef) (Session, error)
+	SessionSend(ctx context.Context, p SessionSendParams) (Empty, error)
+	SessionSignal(ctx context.Context, p SessionSignalParams) (Session, error)
+	SessionStop(ctx context.Context, p SessionStopParams) (Session, error)
+	SessionKill(ctx context.Context, p SessionRef) (Session, error)
+	SessionRemove(ctx context.Context, p SessionRef) (Empty, error)
+	SessionLogs(ctx context.Context, p SessionLogsParams) (SessionLogsResult, error)
+
+	WorkspacePush(ctx context.Context, p WorkspacePushParams) (WorkspaceStatus, error)
+	WorkspaceExport(ctx context.Context, p WorkspaceExportParams) (WorkspaceExportResult, error)
+	WorkspaceStatus(ctx context.Context, p VMRef) (WorkspaceStatus, error)
 
 	ImageList(ctx context.Context) (ImageListResult, error)
 	ImageShow(ctx context.Context, p ImageRef) (Image, error)
 	ImageRegister(ctx context.Context, p ImageRegisterParams) (Image, error)
 	ImageDelete(ctx context.Context, p ImageRef) (Empty, error)
 	ImageBuild(ctx context.Context, p ImageBuildParams) (Operation, error)
+	ImagePromote(ctx context.Context, p ImagePromoteParams) (Operation, error)
 
 	OpList(ctx context.Context, p OpListParams) (OpListResult, error)
 	OpStatus(ctx context.Context, p OpRef) (Operation, error)
@@ -123,27 +144,29 @@ type VMRef struct {
 
 // VM is the wire view of one VM.
 type VM struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	State       VMState   `json:"state"`
-	StateReason string    `json:"state_reason,omitempty"`
-	Image       string    `json:"image"`
-	ImageID     string    `json:"image_id"`
-	VMM         string    `json:"vmm"`
-	CPUs        int       `json:"cpus"`
-	MemoryMiB   int       `json:"memory_mib"`
-	DiskSizeMiB int       `json:"disk_size_mib"`
-	IP          string    `json:"ip,omitempty"`
-	MAC         string    `json:"mac,omitempty"`
-	TAP         string    `json:"tap,omitempty"`
-	PID         int       `json:"pid,omitempty"`
-	Accel       string    `json:"accel,omitempty"`
-	Overlay     string    `json:"overlay_strategy,omitempty"`
-	Warnings    []string  `json:"warnings,omitempty"`
-	Pending     *VMSpec   `json:"pending,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	DNSName     string    `json:"dns_name,omitempty"`
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	State       VMState  `json:"state"`
+	StateReason string   `json:"state_reason,omitempty"`
+	Image       string   `json:"image"`
+	ImageID     string   `json:"image_id"`
+	VMM         string   `json:"vmm"`
+	CPUs        int      `json:"cpus"`
+	MemoryMiB   int      `json:"memory_mib"`
+	DiskSizeMiB int      `json:"disk_size_mib"`
+	IP          string   `json:"ip,omitempty"`
+	MAC         string   `json:"mac,omitempty"`
+	TAP         string   `json:"tap,omitempty"`
+	PID         int      `json:"pid,omitempty"`
+	Accel       string   `json:"accel,omitempty"`
+	Overlay     string   `json:"overlay_strategy,omitempty"`
+	Warnings    []string `json:"warnings,omitempty"`
+	Pending     *VMSpec  `json:"pending,omitempty"`
+	// Capabilities are the hooks enabled for the VM and their last outcome.
+	Capabilities []CapabilityStatus `json:"capabilities,omitempty"`
+	CreatedAt    time.Time          `json:"created_at"`
+	StartedAt    time.Time          `json:"started_at,omitzero"`
+	DNSName      string             `json:"dns_name,omitempty"`
 }
 
 // VMSpec is the resource set applied at next start when it differs from
@@ -173,6 +196,12 @@ type VMCreateParams struct {
 	DiskSizeMiB int    `json:"disk_size_mib,omitempty"`
 	Overlay     string `json:"overlay_strategy,omitempty"`
 	NoStart     bool   `json:"no_start,omitempty"`
+	// Capabilities enables start hooks by name (see banger vm create --help).
+	Capabilities []string `json:"capabilities,omitempty"`
+	// AuthorizedKeys and the git identity are synced into the guest.
+	AuthorizedKeys []string `json:"authorized_keys,omitempty"`
+	GitName        string   `json:"git_name,omitempty"`
+	GitEmail       string   `json:"git_email,omitempty"`
 }
 
 type VMStopParams struct {
@@ -265,6 +294,36 @@ type Image struct {
 	CreatedAt   time.Time `json:"created_at"`
 	UsedBy      []string  `json:"used_by,omitempty"`
 	Description string    `json:"description,omitempty"`
+	// Parent is the image this one was built from or promoted out of.
+	Parent             string         `json:"parent,omitempty"`
+	Scripts            []ScriptDigest `json:"scripts,omitempty"`
+	Children           []string       `json:"children,omitempty"`
+	DiskBytes          int64          `json:"disk_bytes,omitempty"`
+	HostKeyFingerprint string         `json:"host_key_fingerprint,omitempty"`
+}
+
+// ScriptDigest records a provisioning script an image was built with.
+type ScriptDigest struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+// ProvisionScript is run as root in the build VM, in order.
+type ProvisionScript struct {
+	Name    string `json:"name"`
+	Content string `json:"content"`
+}
+
+// FileCopy copies a host file (Src, read by the daemon) into the build VM.
+type FileCopy struct {
+	Src string `json:"src"`
+	Dst string `json:"dst"`
+}
+
+// ImagePromoteParams turns a stopped VM's system disk into a new image.
+type ImagePromoteParams struct {
+	VM   string `json:"vm"`
+	Name string `json:"name"`
 }
 
 // ImageRef names an image by name or id (a unique id prefix is accepted).
@@ -296,6 +355,12 @@ type ImageBuildParams struct {
 	Recipe string `json:"recipe,omitempty"`
 	// Force rebuilds even when the recipe's cache is current.
 	Force bool `json:"force,omitempty"`
+	// From builds on an existing image through a transient build VM
+	// instead of a recipe; Provision, Files and SizeMiB apply to it.
+	From      string            `json:"from,omitempty"`
+	Provision []ProvisionScript `json:"provision,omitempty"`
+	Files     []FileCopy        `json:"files,omitempty"`
+	SizeMiB   int               `json:"size_mib,omitempty"`
 }
 
 // OpState is an operation's lifecycle state.

@@ -19,7 +19,7 @@ func (a *app) vmCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "vm", Short: "Create, run and inspect VMs"}
 	cmd.AddCommand(a.vmListCmd(), a.vmShowCmd(), a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd("stop"),
 		a.vmStopCmd("restart"), a.vmKillCmd(), a.vmRmCmd(), a.vmSetCmd(), a.vmStatsCmd(), a.vmHealthCmd("health"),
-		a.vmHealthCmd("ping"), a.vmLogsCmd())
+		a.vmHealthCmd("ping"), a.vmLogsCmd(), a.vmPauseCmd("pause"), a.vmPauseCmd("resume"), a.vmSyncAuthCmd())
 	return cmd
 }
 
@@ -411,4 +411,22 @@ func (a *app) vmLogsCmd() *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&tailBytes, "tail-bytes", 0, "only the last N bytes (default 64 KiB)")
 	return cmd
+}
+
+func (a *app) vmPauseCmd(verb string) *cobra.Command {
+	short := "Freeze a running VM's vCPUs (memory stays allocated)"
+	if verb == "resume" {
+		short = "Continue a paused VM"
+	}
+	return &cobra.Command{
+		Use: verb + " VM", Short: short, Args: cobra.ExactArgs(1), ValidArgsFunction: a.completeVMs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.vmAction(cmd, func(ctx context.Context, c *client.Client) (api.VM, error) {
+				if verb == "pause" {
+					return c.VMPause(ctx, api.VMRef{VM: args[0]})
+				}
+				return c.VMResume(ctx, api.VMRef{VM: args[0]})
+			})
+		},
+	}
 }

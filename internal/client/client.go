@@ -177,3 +177,67 @@ func (c *Client) OpCancel(ctx context.Context, p api.OpRef) (api.Operation, erro
 func (c *Client) DoctorRun(ctx context.Context) (api.DoctorReport, error) {
 	return call[api.DoctorReport](ctx, c, api.MethodDoctorRun, nil)
 }
+
+func (c *Client) VMPause(ctx context.Context, p api.VMRef) (api.VM, error) {
+	return call[api.VM](ctx, c, api.MethodVMPause, p)
+}
+
+func (c *Client) VMResume(ctx context.Context, p api.VMRef) (api.VM, error) {
+	return call[api.VM](ctx, c, api.MethodVMResume, p)
+}
+
+func (c *Client) VMSyncAuth(ctx context.Context, p api.VMSyncAuthParams) (api.VMSyncAuthResult, error) {
+	return call[api.VMSyncAuthResult](ctx, c, api.MethodVMSyncAuth, p)
+}
+
+func (c *Client) SessionStart(ctx context.Context, p api.SessionStartParams) (api.Session, error) {
+	return call[api.Session](ctx, c, api.MethodSessionStart, p)
+}
+
+func (c *Client) SessionList(ctx context.Context, p api.VMRef) (api.SessionListResult, error) {
+	return call[api.SessionListResult](ctx, c, api.MethodSessionList, p)
+}
+
+func (c *Client) SessionShow(ctx context.Context, p api.SessionRef) (api.Session, error) {
+	return call[api.Session](ctx, c, api.MethodSessionShow, p)
+}
+
+func (c *Client) SessionSend(ctx context.Context, p api.SessionSendParams) (api.Empty, error) {
+	return call[api.Empty](ctx, c, api.MethodSessionSend, p)
+}
+
+func (c *Client) SessionSignal(ctx context.Context, p api.SessionSignalParams) (api.Session, error) {
+	return call[api.Session](ctx, c, api.MethodSessionSignal, p)
+}
+
+func (c *Client) SessionStop(ctx context.Context, p api.SessionStopParams) (api.Session, error) {
+	return call[api.Session](ctx, c, api.MethodSessionStop, p)
+}
+
+func (c *Client) SessionKill(ctx context.Context, p api.SessionRef) (api.Session, error) {
+	return call[api.Session](ctx, c, api.MethodSessionKill, p)
+}
+
+func (c *Client) SessionRemove(ctx context.Context, p api.SessionRef) (api.Empty, error) {
+	return call[api.Empty](ctx, c, api.MethodSessionRemove, p)
+}
+
+func (c *Client) SessionLogs(ctx context.Context, p api.SessionLogsParams) (api.SessionLogsResult, error) {
+	return call[api.SessionLogsResult](ctx, c, api.MethodSessionLogs, p)
+}
+
+func (c *Client) WorkspacePush(ctx context.Context, p api.WorkspacePushParams) (api.WorkspaceStatus, error) {
+	return call[api.WorkspaceStatus](ctx, c, api.MethodWorkspacePush, p)
+}
+
+func (c *Client) WorkspaceExport(ctx context.Context, p api.WorkspaceExportParams) (api.WorkspaceExportResult, error) {
+	return call[api.WorkspaceExportResult](ctx, c, api.MethodWorkspaceExport, p)
+}
+
+func (c *Client) WorkspaceStatus(ctx context.Context, p api.VMRef) (api.WorkspaceStatus, error) {
+	return call[api.WorkspaceStatus](ctx, c, api.MethodWorkspaceStatus, p)
+}
+
+func (c *Client) ImagePromote(ctx context.Context, p api.ImagePromoteParams) (api.Operation, error) {
+	return call[api.Operation](ctx, c, api.MethodImagePromote, p)
+}

@@ -48,8 +48,9 @@ func (f *fakeService) takeCalls() []fakeCall {
 }
 
 var (
-	when     = time.Date(2026, 11, 28, 10, 30, 0, 0, time.UTC)
-	sampleVM = api.VM{ID: "vm-1", Name: "web", State: api.VMRunning, Image: "debian", CPUs: 2, MemoryMiB: 1024,
+	when          = time.Date(2026, 11, 28, 10, 30, 0, 0, time.UTC)
+	sampleSession = api.Session{VM: "s", Name: "build", State: api.SessionExited, ExitCode: intPtr(3), Argv: []string{"make"}, PTY: true, LogBytes: 42}
+	sampleVM      = api.VM{ID: "vm-1", Name: "web", State: api.VMRunning, Image: "debian", CPUs: 2, MemoryMiB: 1024,
 		Pending: &api.VMSpec{CPUs: 4}, CreatedAt: when, StartedAt: when, Warnings: []string{"w"}}
 	sampleOp = api.Operation{ID: "op-1", Kind: "vm.create", Target: "web", State: api.OpRunning, Stage: "disk",
 		Progress: 0.5, Result: map[string]any{"vm": "vm-1"}, CreatedAt: when, UpdatedAt: when}
@@ -107,6 +108,54 @@ func (f *fakeService) VMExec(_ context.Context, p api.VMExecParams) (api.VMExecR
 }
 func (f *fakeService) VMSSHInfo(_ context.Context, p api.VMRef) (api.SSHInfo, error) {
 	return record(f, "VMSSHInfo", p, api.SSHInfo{VM: "web", Host: "10.0.0.2", Port: 22, User: "root"})
+}
+func (f *fakeService) VMPause(_ context.Context, p api.VMRef) (api.VM, error) {
+	return record(f, "VMPause", p, sampleVM)
+}
+func (f *fakeService) VMResume(_ context.Context, p api.VMRef) (api.VM, error) {
+	return record(f, "VMResume", p, sampleVM)
+}
+func (f *fakeService) VMSyncAuth(_ context.Context, p api.VMSyncAuthParams) (api.VMSyncAuthResult, error) {
+	return record(f, "VMSyncAuth", p, api.VMSyncAuthResult{Files: []string{"/home/banger/.gitconfig"}})
+}
+func (f *fakeService) SessionStart(_ context.Context, p api.SessionStartParams) (api.Session, error) {
+	return record(f, "SessionStart", p, sampleSession)
+}
+func (f *fakeService) SessionList(_ context.Context, p api.VMRef) (api.SessionListResult, error) {
+	return record(f, "SessionList", p, api.SessionListResult{Sessions: []api.Session{sampleSession}})
+}
+func (f *fakeService) SessionShow(_ context.Context, p api.SessionRef) (api.Session, error) {
+	return record(f, "SessionShow", p, sampleSession)
+}
+func (f *fakeService) SessionSend(_ context.Context, p api.SessionSendParams) (api.Empty, error) {
+	return record(f, "SessionSend", p, api.Empty{})
+}
+func (f *fakeService) SessionSignal(_ context.Context, p api.SessionSignalParams) (api.Session, error) {
+	return record(f, "SessionSignal", p, sampleSession)
+}
+func (f *fakeService) SessionStop(_ context.Context, p api.SessionStopParams) (api.Session, error) {
+	return record(f, "SessionStop", p, sampleSession)
+}
+func (f *fakeService) SessionKill(_ context.Context, p api.SessionRef) (api.Session, error) {
+	return record(f, "SessionKill", p, sampleSession)
+}
+func (f *fakeService) SessionRemove(_ context.Context, p api.SessionRef) (api.Empty, error) {
+	return record(f, "SessionRemove", p, api.Empty{})
+}
+func (f *fakeService) SessionLogs(_ context.Context, p api.SessionLogsParams) (api.SessionLogsResult, error) {
+	return record(f, "SessionLogs", p, api.SessionLogsResult{Data: []byte("tail\n"), Offset: 90, Next: 95, Size: 95})
+}
+func (f *fakeService) WorkspacePush(_ context.Context, p api.WorkspacePushParams) (api.WorkspaceStatus, error) {
+	return record(f, "WorkspacePush", p, api.WorkspaceStatus{VM: "w", GuestPath: "/home/banger/work/r", BaseCommit: "abc", Changed: []string{}})
+}
+func (f *fakeService) WorkspaceExport(_ context.Context, p api.WorkspaceExportParams) (api.WorkspaceExportResult, error) {
+	return record(f, "WorkspaceExport", p, api.WorkspaceExportResult{BaseCommit: "abc", HeadCommit: "def", Commits: 2, Files: []string{"a.go"}})
+}
+func (f *fakeService) WorkspaceStatus(_ context.Context, p api.VMRef) (api.WorkspaceStatus, error) {
+	return record(f, "WorkspaceStatus", p, api.WorkspaceStatus{VM: "w", GuestPath: "/home/banger/work/r", Changed: []string{"x"}})
+}
+func (f *fakeService) ImagePromote(_ context.Context, p api.ImagePromoteParams) (api.Operation, error) {
+	return record(f, "ImagePromote", p, sampleOp)
 }
 func (f *fakeService) ImageList(context.Context) (api.ImageListResult, error) {
 	return record(f, "ImageList", nil, api.ImageListResult{Images: []api.Image{sampleImage}})
@@ -294,6 +343,62 @@ func TestEveryMethodRoundTrips(t *testing.T) {
 			}, sampleOp},
 		{api.MethodOpCancel, "OpCancel", api.OpRef{Op: "op-2"},
 			func(ctx context.Context, c *Client) (any, error) { return c.OpCancel(ctx, api.OpRef{Op: "op-2"}) }, sampleOp},
+		{api.MethodVMPause, "VMPause", api.VMRef{VM: "p"},
+			func(ctx context.Context, c *Client) (any, error) { return c.VMPause(ctx, api.VMRef{VM: "p"}) }, sampleVM},
+		{api.MethodVMResume, "VMResume", api.VMRef{VM: "q"},
+			func(ctx context.Context, c *Client) (any, error) { return c.VMResume(ctx, api.VMRef{VM: "q"}) }, sampleVM},
+		{api.MethodVMSyncAuth, "VMSyncAuth", api.VMSyncAuthParams{VM: "r", GitName: "Ada", AuthorizedKeys: []string{"ssh-ed25519 AAAA"}},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.VMSyncAuth(ctx, api.VMSyncAuthParams{VM: "r", GitName: "Ada", AuthorizedKeys: []string{"ssh-ed25519 AAAA"}})
+			}, api.VMSyncAuthResult{Files: []string{"/home/banger/.gitconfig"}}},
+		{api.MethodSessionStart, "SessionStart", api.SessionStartParams{VM: "s", Name: "build", Env: []string{"A=1"}, PTY: true, Argv: []string{"make", "-j2"}},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionStart(ctx, api.SessionStartParams{VM: "s", Name: "build", Env: []string{"A=1"}, PTY: true, Argv: []string{"make", "-j2"}})
+			}, sampleSession},
+		{api.MethodSessionList, "SessionList", api.VMRef{VM: "s"},
+			func(ctx context.Context, c *Client) (any, error) { return c.SessionList(ctx, api.VMRef{VM: "s"}) }, api.SessionListResult{Sessions: []api.Session{sampleSession}}},
+		{api.MethodSessionShow, "SessionShow", api.SessionRef{VM: "s", Session: "build"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionShow(ctx, api.SessionRef{VM: "s", Session: "build"})
+			}, sampleSession},
+		{api.MethodSessionSend, "SessionSend", api.SessionSendParams{VM: "s", Session: "build", Data: []byte{0, 1, 0xff, '\n'}},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionSend(ctx, api.SessionSendParams{VM: "s", Session: "build", Data: []byte{0, 1, 0xff, '\n'}})
+			}, api.Empty{}},
+		{api.MethodSessionSignal, "SessionSignal", api.SessionSignalParams{VM: "s", Session: "build", Signal: "USR1"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionSignal(ctx, api.SessionSignalParams{VM: "s", Session: "build", Signal: "USR1"})
+			}, sampleSession},
+		{api.MethodSessionStop, "SessionStop", api.SessionStopParams{VM: "s", Session: "build", TimeoutSeconds: 3},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionStop(ctx, api.SessionStopParams{VM: "s", Session: "build", TimeoutSeconds: 3})
+			}, sampleSession},
+		{api.MethodSessionKill, "SessionKill", api.SessionRef{VM: "s", Session: "k"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionKill(ctx, api.SessionRef{VM: "s", Session: "k"})
+			}, sampleSession},
+		{api.MethodSessionRemove, "SessionRemove", api.SessionRef{VM: "s", Session: "old"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionRemove(ctx, api.SessionRef{VM: "s", Session: "old"})
+			}, api.Empty{}},
+		{api.MethodSessionLogs, "SessionLogs", api.SessionLogsParams{VM: "s", Session: "build", Offset: -1, TailBytes: 10},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.SessionLogs(ctx, api.SessionLogsParams{VM: "s", Session: "build", Offset: -1, TailBytes: 10})
+			}, api.SessionLogsResult{Data: []byte("tail\n"), Offset: 90, Next: 95, Size: 95}},
+		{api.MethodWorkspacePush, "WorkspacePush", api.WorkspacePushParams{VM: "w", ArchivePath: "/tmp/a.tar", RepoName: "r", BaseCommit: "abc"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.WorkspacePush(ctx, api.WorkspacePushParams{VM: "w", ArchivePath: "/tmp/a.tar", RepoName: "r", BaseCommit: "abc"})
+			}, api.WorkspaceStatus{VM: "w", GuestPath: "/home/banger/work/r", BaseCommit: "abc", Changed: []string{}}},
+		{api.MethodWorkspaceExport, "WorkspaceExport", api.WorkspaceExportParams{VM: "w", BundlePath: "/tmp/b.bundle", Message: "agent work"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.WorkspaceExport(ctx, api.WorkspaceExportParams{VM: "w", BundlePath: "/tmp/b.bundle", Message: "agent work"})
+			}, api.WorkspaceExportResult{BaseCommit: "abc", HeadCommit: "def", Commits: 2, Files: []string{"a.go"}}},
+		{api.MethodWorkspaceStatus, "WorkspaceStatus", api.VMRef{VM: "w"},
+			func(ctx context.Context, c *Client) (any, error) { return c.WorkspaceStatus(ctx, api.VMRef{VM: "w"}) }, api.WorkspaceStatus{VM: "w", GuestPath: "/home/banger/work/r", Changed: []string{"x"}}},
+		{api.MethodImagePromote, "ImagePromote", api.ImagePromoteParams{VM: "v", Name: "tooling"},
+			func(ctx context.Context, c *Client) (any, error) {
+				return c.ImagePromote(ctx, api.ImagePromoteParams{VM: "v", Name: "tooling"})
+			}, sampleOp},
 		{api.MethodDoctorRun, "DoctorRun", nil,
 			func(ctx context.Context, c *Client) (any, error) { return c.DoctorRun(ctx) }, sampleDoctor},
 	}

@@ -25,6 +25,9 @@ type handler struct {
 	images    *image.Service
 	ops       *opService
 	doctor    *doctor.Checker
+	// sessions and workspaces are nil when their subsystem is not wired.
+	sessions   SessionService
+	workspaces WorkspaceService
 }
 
 var _ api.Service = (*handler)(nil)

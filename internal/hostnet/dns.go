@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -173,10 +174,13 @@ func (s *DNSServer) soa() dns.RR {
 	}
 }
 
+// zoneRE accepts host-name style labels (LDH), at least one, fully qualified.
+var zoneRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$`)
+
 // canonicalZone lower-cases zone and makes it fully qualified.
 func canonicalZone(zone string) (string, error) {
-	z := dns.Fqdn(strings.ToLower(strings.TrimSpace(zone)))
-	if _, ok := dns.IsDomainName(z); !ok || z == "." {
+	z := dns.Fqdn(strings.ToLower(zone))
+	if !zoneRE.MatchString(z) || len(z) > 253 {
 		return "", errors.New("DNS zone " + strconv.Quote(zone) + " is not a domain name such as banger.internal")
 	}
 	return z, nil

@@ -143,3 +143,16 @@ func TestGuestReachesGatewayDNS(t *testing.T) {
 		t.Fatalf("guest query via bridge = %v", r)
 	}
 }
+
+func TestCanonicalZone(t *testing.T) {
+	for in, want := range map[string]string{"Banger.Internal": "banger.internal.", "vm.lan.": "vm.lan.", "x": "x."} {
+		if got, err := canonicalZone(in); err != nil || got != want {
+			t.Errorf("canonicalZone(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", ".", "not a zone!", "a..b", "-x.internal", "x_y.internal"} {
+		if got, err := canonicalZone(bad); err == nil {
+			t.Errorf("canonicalZone(%q) = %q, want an error", bad, got)
+		}
+	}
+}

@@ -32,7 +32,7 @@ type Config struct {
 	TAPPrefix string       // TAP names are TAPPrefix + index
 	SpareTAPs int          // free TAPs kept ready so a VM start does not wait
 	DNSZone   string       // VM names resolve as <name>.<DNSZone>
-	DNSListen string       // host:port of the DNS server
+	DNSListen string       // host:port of the DNS server; empty means Gateway:53
 }
 
 // DefaultConfig returns banger's default network.
@@ -44,7 +44,6 @@ func DefaultConfig() Config {
 		TAPPrefix: "bgtap",
 		SpareTAPs: 4,
 		DNSZone:   "banger.internal",
-		DNSListen: "172.30.0.1:53",
 	}
 }
 
@@ -82,6 +81,9 @@ func (cfg Config) normalize() (Config, error) {
 	if !cfg.Subnet.Contains(cfg.Gateway) || cfg.Gateway == cfg.Subnet.Addr() {
 		return bad("gateway %v is not a host address in subnet %v", cfg.Gateway, cfg.Subnet)
 	}
+	if cfg.DNSListen == "" {
+		cfg.DNSListen = netip.AddrPortFrom(cfg.Gateway, 53).String()
+	}
 	if cfg.SpareTAPs < 0 {
 		return bad("spare TAP count %d must not be negative", cfg.SpareTAPs)
 	}
@@ -105,6 +107,7 @@ type Network struct {
 	free     []string        // spare TAPs, ready to hand out
 	assigned map[string]bool // TAPs handed out (or found busy)
 	closed   bool
+	nsClose  sync.Once
 	refill   sync.WaitGroup
 	filling  bool
 }
@@ -175,17 +178,24 @@ func (n *Network) Gateway() netip.Addr { return n.cfg.Gateway }
 // Subnet is the guest subnet.
 func (n *Network) Subnet() netip.Prefix { return n.cfg.Subnet }
 
+// Config is the effective configuration (gateway and DNS address filled in).
+func (n *Network) Config() Config { return n.cfg }
+
 // Bridge is the bridge interface name.
 func (n *Network) Bridge() string { return n.cfg.Bridge }
 
-// Close stops background work; the host network stays as it is.
+// Close stops background work; the host network stays as it is. It is
+// safe to call more than once.
 func (n *Network) Close() error {
 	n.mu.Lock()
 	n.closed = true
 	n.mu.Unlock()
 	n.refill.Wait()
-	return n.ns.Close()
+	n.closeNS()
+	return nil
 }
+
+func (n *Network) closeNS() { n.nsClose.Do(func() { _ = n.ns.Close() }) }
 
 // Teardown removes what banger owns and no VM uses: free TAPs, banger's
 // nftables table and the bridge if banger created it. While TAPs are still
@@ -196,7 +206,7 @@ func (n *Network) Teardown(ctx context.Context) error {
 	n.closed = true
 	n.mu.Unlock()
 	n.refill.Wait()
-	defer n.ns.Close()
+	defer n.closeNS()
 
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -242,3 +242,8 @@ func (s *Service) Delete(ctx context.Context, p api.ImageRef) (api.Empty, error)
 	}
 	return api.Empty{}, nil
 }
+
+// Promote turns a stopped VM's system disk into a new image.
+func (s *Service) Promote(ctx context.Context, p api.ImagePromoteParams) (opstate.Snapshot, error) {
+	return opstate.Snapshot{}, api.Errorf(api.KindUnavailable, "image promote is not implemented yet")
+}

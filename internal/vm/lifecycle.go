@@ -579,3 +579,44 @@ func pendingIfChanged(want, have int) int {
 	}
 	return want
 }
+
+// Pause freezes a running VM's vCPUs; Resume continues it.
+func (s *Service) Pause(ctx context.Context, p api.VMRef) (api.VM, error) {
+	return s.pauseResume(ctx, p.VM, Running, Paused, "pause")
+}
+
+// Resume continues a paused VM.
+func (s *Service) Resume(ctx context.Context, p api.VMRef) (api.VM, error) {
+	return s.pauseResume(ctx, p.VM, Paused, Running, "resume")
+}
+
+func (s *Service) pauseResume(ctx context.Context, ref string, from, to State, verb string) (api.VM, error) {
+	r, unlock, err := s.lock(ctx, ref, verb)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	if State(r.State) != from {
+		return api.VM{}, api.Errorf(api.KindConflict, "VM %q is %s; %s needs it %s", r.Name, r.State, verb, from)
+	}
+	drv, err := s.driver(r.VMM)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if verb == "pause" {
+		err = drv.Pause(ctx, r.handle)
+	} else {
+		err = drv.Resume(ctx, r.handle)
+	}
+	if err != nil {
+		return api.VM{}, fmt.Errorf("%s %s: %w", verb, r.Name, err)
+	}
+	if to == Paused {
+		// A paused guest cannot answer; drop the pooled connection.
+		s.Guests.Forget(r.ID)
+	}
+	if _, err := s.Store.TransitionVM(ctx, r.ID, []string{string(from)}, string(to), ""); err != nil {
+		return api.VM{}, err
+	}
+	return s.Show(ctx, api.VMRef{VM: r.ID})
+}

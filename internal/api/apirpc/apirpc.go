@@ -30,12 +30,30 @@ var methods = []string{
 	api.MethodVMLogs,
 	api.MethodVMExec,
 	api.MethodVMSSHInfo,
+	api.MethodVMPause,
+	api.MethodVMResume,
+	api.MethodVMSyncAuth,
+
+	api.MethodSessionStart,
+	api.MethodSessionList,
+	api.MethodSessionShow,
+	api.MethodSessionSend,
+	api.MethodSessionSignal,
+	api.MethodSessionStop,
+	api.MethodSessionKill,
+	api.MethodSessionRemove,
+	api.MethodSessionLogs,
+
+	api.MethodWorkspacePush,
+	api.MethodWorkspaceExport,
+	api.MethodWorkspaceStatus,
 
 	api.MethodImageList,
 	api.MethodImageShow,
 	api.MethodImageRegister,
 	api.MethodImageDelete,
 	api.MethodImageBuild,
+	api.MethodImagePromote,
 
 	api.MethodOpList,
 	api.MethodOpStatus,
@@ -67,12 +85,30 @@ func Register(s *rpc.Server, svc api.Service) {
 	rpc.Register(s, api.MethodVMLogs, svc.VMLogs)
 	rpc.Register(s, api.MethodVMExec, svc.VMExec)
 	rpc.Register(s, api.MethodVMSSHInfo, svc.VMSSHInfo)
+	rpc.Register(s, api.MethodVMPause, svc.VMPause)
+	rpc.Register(s, api.MethodVMResume, svc.VMResume)
+	rpc.Register(s, api.MethodVMSyncAuth, svc.VMSyncAuth)
+
+	rpc.Register(s, api.MethodSessionStart, svc.SessionStart)
+	rpc.Register(s, api.MethodSessionList, svc.SessionList)
+	rpc.Register(s, api.MethodSessionShow, svc.SessionShow)
+	rpc.Register(s, api.MethodSessionSend, svc.SessionSend)
+	rpc.Register(s, api.MethodSessionSignal, svc.SessionSignal)
+	rpc.Register(s, api.MethodSessionStop, svc.SessionStop)
+	rpc.Register(s, api.MethodSessionKill, svc.SessionKill)
+	rpc.Register(s, api.MethodSessionRemove, svc.SessionRemove)
+	rpc.Register(s, api.MethodSessionLogs, svc.SessionLogs)
+
+	rpc.Register(s, api.MethodWorkspacePush, svc.WorkspacePush)
+	rpc.Register(s, api.MethodWorkspaceExport, svc.WorkspaceExport)
+	rpc.Register(s, api.MethodWorkspaceStatus, svc.WorkspaceStatus)
 
 	rpc.RegisterNoParams(s, api.MethodImageList, svc.ImageList)
 	rpc.Register(s, api.MethodImageShow, svc.ImageShow)
 	rpc.Register(s, api.MethodImageRegister, svc.ImageRegister)
 	rpc.Register(s, api.MethodImageDelete, svc.ImageDelete)
 	rpc.Register(s, api.MethodImageBuild, svc.ImageBuild)
+	rpc.Register(s, api.MethodImagePromote, svc.ImagePromote)
 
 	rpc.Register(s, api.MethodOpList, svc.OpList)
 	rpc.Register(s, api.MethodOpStatus, svc.OpStatus)

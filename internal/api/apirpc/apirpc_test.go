@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -17,11 +18,25 @@ import (
 // constant added there without a registration here fails this test.
 func methodConstants(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "../api.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, _ := filepath.Glob("../*.go")
 	consts := map[string]string{} // constant name => wire name
+	for _, path := range files {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		collectMethodConstants(t, f, consts)
+	}
+	if len(consts) == 0 {
+		t.Fatal("found no Method* constants in package api")
+	}
+	return consts
+}
+
+func collectMethodConstants(t *testing.T, f *ast.File, consts map[string]string) {
 	for _, decl := range f.Decls {
 		gen, ok := decl.(*ast.GenDecl)
 		if !ok || gen.Tok != token.CONST {
@@ -41,10 +56,6 @@ func methodConstants(t *testing.T) map[string]string {
 			}
 		}
 	}
-	if len(consts) == 0 {
-		t.Fatal("found no Method* constants in api.go")
-	}
-	return consts
 }
 
 func TestMethodsCoverEveryConstantAndServiceMethod(t *testing.T) {
