@@ -26,7 +26,7 @@ up: deps build
 	scripts/up.sh $(BIN) $(PREFIX) $(STATE_DIR) $(SOCKET)
 
 down:
-	scripts/down.sh $(SOCKET)
+	scripts/down.sh $(PREFIX)/bin/banger $(SOCKET)
 
 # Everything CI runs. The e2e suite boots real guests (QEMU; TCG where KVM
 # cannot run ordinary guests) inside a network namespace it creates.

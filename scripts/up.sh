@@ -21,7 +21,9 @@ elif [ -d /run/systemd/system ]; then
   systemctl enable --now banger.service
 else
   echo "systemd is not running; starting the daemon in the background (log: /var/log/banger.log)"
-  nohup setsid "$banger" daemon --state-dir "$state" --socket "$socket" >>/var/log/banger.log 2>&1 </dev/null &
+  extra=()
+  if [ -n "${BANGER_IMAGE_CACHE:-}" ]; then extra+=(--image-cache "$BANGER_IMAGE_CACHE"); fi
+  nohup setsid "$banger" daemon --state-dir "$state" --socket "$socket" "${extra[@]}" >>/var/log/banger.log 2>&1 </dev/null &
 fi
 
 for _ in $(seq 1 100); do
