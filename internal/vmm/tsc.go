@@ -2,83 +2,113 @@ package vmm
 
 import (
 	"bufio"
-	"fmt"
-	"io"
-	"math"
+	"bytes"
+	"errors"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
-// HostTSCkHz returns the host's TSC frequency in kHz. Under QEMU's TCG the
-// guest TSC ticks at the host's rate, and passing it as tsc_early_khz=
-// lets the guest kernel skip the PIT calibration that sometimes hangs
-// under emulation (HOST-NOTES).
+// HostTSCkHz returns the host's TSC frequency in kHz. Under TCG a guest
+// reads the host's TSC, so passing this as tsc_early_khz= lets the guest
+// kernel skip PIT calibration, which sometimes hangs under emulation.
 //
-// It reads "cpu MHz" of cpu0 from /proc/cpuinfo: on hosts with
-// constant_tsc that is the TSC rate the kernel detected at boot.
+// Sources, most exact first: sysfs tsc_freq_khz (some kernels), the kernel
+// log's "Refined TSC clocksource calibration" or "tsc: Detected ... MHz"
+// lines, and finally /proc/cpuinfo's "cpu MHz" — the last only when the
+// CPU has a constant TSC, because otherwise it is the current, scaled
+// frequency rather than the TSC's.
 func HostTSCkHz() (int, error) {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return 0, fmt.Errorf("read host TSC frequency: %w", err)
+	if b, err := os.ReadFile("/sys/devices/system/cpu/cpu0/tsc_freq_khz"); err == nil {
+		if khz, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && khz > 0 {
+			return khz, nil
+		}
 	}
-	defer f.Close()
-	return parseCPUInfoTSCkHz(f)
+	if khz, ok := tscFromKernelLog(readKernelLog()); ok {
+		return khz, nil
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if khz, ok := tscFromCPUInfo(b); ok {
+			return khz, nil
+		}
+	}
+	return 0, errors.New("host TSC frequency unknown: no tsc_freq_khz in sysfs, no TSC line in the kernel log, and /proc/cpuinfo shows no constant_tsc")
 }
 
-// parseCPUInfoTSCkHz returns "cpu MHz" of the first processor block in
-// kHz.
-func parseCPUInfoTSCkHz(r io.Reader) (int, error) {
-	sc := bufio.NewScanner(r)
-	seenProcessor := false
+func readKernelLog() []byte {
+	size, err := unix.Klogctl(unix.SYSLOG_ACTION_SIZE_BUFFER, nil)
+	if err != nil || size <= 0 {
+		return nil
+	}
+	buf := make([]byte, size)
+	n, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+var (
+	refinedTSC  = regexp.MustCompile(`Refined TSC clocksource calibration: ([0-9]+(?:\.[0-9]+)?) MHz`)
+	detectedTSC = regexp.MustCompile(`tsc: Detected ([0-9]+(?:\.[0-9]+)?) MHz`)
+)
+
+func tscFromKernelLog(log []byte) (int, bool) {
+	for _, re := range []*regexp.Regexp{refinedTSC, detectedTSC} {
+		if m := re.FindSubmatch(log); m != nil {
+			return mhzToKHz(string(m[1]))
+		}
+	}
+	return 0, false
+}
+
+func tscFromCPUInfo(cpuinfo []byte) (int, bool) {
+	var mhz string
+	constant := false
+	sc := bufio.NewScanner(bytes.NewReader(cpuinfo))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		key, value, ok := strings.Cut(sc.Text(), ":")
+		if strings.TrimSpace(sc.Text()) == "" && mhz != "" {
+			break // the first processor's block is enough
+		}
+		k, v, ok := strings.Cut(sc.Text(), ":")
 		if !ok {
 			continue
 		}
-		switch strings.TrimSpace(key) {
-		case "processor":
-			if seenProcessor {
-				// The first block had no "cpu MHz": do not take cpu1's.
-				return 0, fmt.Errorf("no \"cpu MHz\" for cpu0 in /proc/cpuinfo")
-			}
-			seenProcessor = true
+		switch strings.TrimSpace(k) {
 		case "cpu MHz":
-			return mhzToKHz(strings.TrimSpace(value))
+			if mhz == "" {
+				mhz = strings.TrimSpace(v)
+			}
+		case "flags":
+			for _, f := range strings.Fields(v) {
+				if f == "constant_tsc" {
+					constant = true
+				}
+			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("read /proc/cpuinfo: %w", err)
-	}
-	return 0, fmt.Errorf("no \"cpu MHz\" line in /proc/cpuinfo")
+	return finishCPUInfo(mhz, constant)
 }
 
-// ParseDmesgTSCkHz finds the kernel's "tsc: Detected N MHz processor" or
-// "tsc: Refined TSC clocksource calibration: N MHz" line in dmesg output;
-// the refined value wins when both are present.
-func ParseDmesgTSCkHz(dmesg string) (int, error) {
-	var detected, refined string
-	for _, line := range strings.Split(dmesg, "\n") {
-		if _, after, ok := strings.Cut(line, "tsc: Detected "); ok {
-			detected, _, _ = strings.Cut(after, " MHz")
-		}
-		if _, after, ok := strings.Cut(line, "tsc: Refined TSC clocksource calibration: "); ok {
-			refined, _, _ = strings.Cut(after, " MHz")
-		}
+func finishCPUInfo(mhz string, constant bool) (int, bool) {
+	if mhz == "" || !constant {
+		return 0, false
 	}
-	switch {
-	case refined != "":
-		return mhzToKHz(refined)
-	case detected != "":
-		return mhzToKHz(detected)
-	}
-	return 0, fmt.Errorf("no \"tsc: Detected\" line in dmesg")
+	return mhzToKHz(mhz)
 }
 
-func mhzToKHz(s string) (int, error) {
-	mhz, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	if err != nil || mhz <= 0 || math.IsInf(mhz, 0) || math.IsNaN(mhz) {
-		return 0, fmt.Errorf("bad TSC frequency %q MHz", s)
+// mhzToKHz converts "2299.998" to 2299998 without float rounding.
+func mhzToKHz(s string) (int, bool) {
+	whole, frac, _ := strings.Cut(s, ".")
+	frac = (frac + "000")[:3]
+	w, err1 := strconv.Atoi(whole)
+	f, err2 := strconv.Atoi(frac)
+	if err1 != nil || err2 != nil || w <= 0 {
+		return 0, false
 	}
-	return int(math.Round(mhz * 1000)), nil
+	return w*1000 + f, true
 }

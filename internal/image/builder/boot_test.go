@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/banger-dev/banger/internal/vmm"
 	"net"
 	"os"
 	"os/exec"
@@ -69,7 +70,7 @@ func TestBootDefaultImage(t *testing.T) {
 	}
 
 	appendArgs := a.KernelArgs
-	if khz, err := HostTSCkHz(); err == nil {
+	if khz, err := vmm.HostTSCkHz(); err == nil {
 		appendArgs += fmt.Sprintf(" tsc_early_khz=%d", khz)
 	} else {
 		t.Logf("no tsc_early_khz: %v", err)
