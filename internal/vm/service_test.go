@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,26 +130,14 @@ func fakeProcs(stateDir string) []string {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && slices.Contains([]bool{true}, len(b) > 0) && contains(string(b), "banger-fake-") && contains(string(b), stateDir) {
+		if err == nil && strings.Contains(string(b), "banger-fake-") && strings.Contains(string(b), stateDir) {
 			st, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-			if !contains(string(st), ") Z ") {
+			if !strings.Contains(string(st), ") Z ") {
 				out = append(out, e.Name())
 			}
 		}
 	}
 	return out
-}
-
-func contains(s, sub string) bool {
-	return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0)
-}
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestCreateCancelledAtEveryStageLeavesNothing(t *testing.T) {
@@ -191,7 +179,7 @@ func TestCreateFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	final, _ := h.ops.Wait(context.Background(), snap.ID, time.Time{})
-	if final.State != opstate.Failed || !contains(final.Error, "no kvm today") {
+	if final.State != opstate.Failed || !strings.Contains(final.Error, "no kvm today") {
 		t.Fatalf("op %s: %q", final.State, final.Error)
 	}
 	h.assertNothingLeft(t)
@@ -249,7 +237,7 @@ func TestStopFallsBackToKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.State != api.VMStopped || !contains(v.StateReason, "killed after graceful shutdown") {
+	if v.State != api.VMStopped || !strings.Contains(v.StateReason, "killed after graceful shutdown") {
 		t.Fatalf("after stop: %s %q", v.State, v.StateReason)
 	}
 	if procs := fakeProcs(h.lay.StateDir); len(procs) != 0 {
