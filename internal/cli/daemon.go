@@ -58,6 +58,7 @@ Settings come from defaults, then the config file (TOML, default
 			set("dns-listen", func() { cfg.DNSListen = o.DNSListen })
 			set("tap-prefix", func() { cfg.TAPPrefix = o.TAPPrefix })
 			set("image-cache", func() { cfg.ImageCache = o.ImageCache })
+			set("jailer", func() { cfg.Jailer = o.Jailer })
 			if a.socket != "" {
 				cfg.Socket = a.socket
 			} else if env := os.Getenv("BANGER_SOCKET"); env != "" && cfg.Socket == "" {
@@ -84,6 +85,7 @@ Settings come from defaults, then the config file (TOML, default
 	f.StringVar(&o.WebAddr, "web-addr", d.WebAddr, "web UI address (loopback only)")
 	f.StringVar(&o.QEMUBinary, "qemu-bin", d.QEMUBinary, "QEMU binary")
 	f.StringVar(&o.FirecrackerBinary, "firecracker-bin", "", "Firecracker binary")
+	f.BoolVar(&o.Jailer, "jailer", false, "run Firecracker under its jailer (settings: jailer_* in the config file)")
 	f.StringVar(&o.DNSListen, "dns-listen", "", "DNS server address (default <gateway>:53)")
 	f.StringVar(&o.ImageCache, "image-cache", "", "directory of built images, keyed by recipe (default <state-dir>/cache/images)")
 	return cmd

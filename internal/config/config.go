@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -43,6 +44,13 @@ type Config struct {
 
 	QEMUBinary        string `toml:"qemu_binary"`
 	FirecrackerBinary string `toml:"firecracker_binary"`
+	// Jailer runs Firecracker under its jailer (chroot, uid/gid, cgroup v2).
+	Jailer           bool   `toml:"jailer"`
+	JailerBinary     string `toml:"jailer_binary"`
+	JailerChrootBase string `toml:"jailer_chroot_base"`
+	JailerUID        int    `toml:"jailer_uid"`
+	JailerGID        int    `toml:"jailer_gid"`
+	JailerCgroup     string `toml:"jailer_parent_cgroup"`
 
 	// StopTimeoutSeconds bounds a graceful stop before the VM is killed.
 	StopTimeoutSeconds int `toml:"stop_timeout_seconds"`
@@ -50,6 +58,25 @@ type Config struct {
 	BootTimeoutSeconds int `toml:"boot_timeout_seconds"`
 	// ReapIntervalSeconds is how often the stale reaper runs.
 	ReapIntervalSeconds int `toml:"reap_interval_seconds"`
+
+	// AuthFiles are host files auth sync copies into every guest that has
+	// it enabled, as [[auth_file]] tables.
+	AuthFiles []AuthFile `toml:"auth_file"`
+}
+
+// AuthFile is one credentials file for guests, e.g.
+//
+//	[[auth_file]]
+//	src = "~/.local/share/opencode/auth.json"
+//	dst = ".local/share/opencode/auth.json"
+//
+// src is a host path (~/ is the home of the user who started the daemon,
+// SUDO_USER under sudo); dst is a guest path, relative to the guest
+// user's home unless absolute. The guest copy is owned by the guest user
+// with mode 0600. Contents are never logged.
+type AuthFile struct {
+	Src string `toml:"src"`
+	Dst string `toml:"dst"`
 }
 
 // Default returns the built-in defaults.
@@ -68,6 +95,10 @@ func Default() Config {
 		DefaultMemoryMiB:    1024,
 		DefaultDiskMiB:      4096,
 		QEMUBinary:          "qemu-system-x86_64",
+		JailerChrootBase:    "/srv/jailer",
+		JailerUID:           10000,
+		JailerGID:           10000,
+		JailerCgroup:        "banger",
 		StopTimeoutSeconds:  30,
 		BootTimeoutSeconds:  120,
 		ReapIntervalSeconds: 30,
@@ -146,6 +177,17 @@ func (c Config) Validate() error {
 	}
 	if c.StopTimeoutSeconds < 1 || c.BootTimeoutSeconds < 5 {
 		return errors.New("stop_timeout_seconds must be >= 1 and boot_timeout_seconds >= 5")
+	}
+	for i, f := range c.AuthFiles {
+		if f.Src == "" || f.Dst == "" {
+			return fmt.Errorf("auth_file %d: both src and dst are required", i+1)
+		}
+		if !strings.HasPrefix(f.Src, "/") && !strings.HasPrefix(f.Src, "~/") {
+			return fmt.Errorf("auth_file %d: src %q must be absolute or start with ~/", i+1, f.Src)
+		}
+		if slices.Contains(strings.Split(f.Dst, "/"), "..") || strings.HasSuffix(f.Dst, "/") {
+			return fmt.Errorf("auth_file %d: dst %q must name a file without '..'", i+1, f.Dst)
+		}
 	}
 	if ap, err := netip.ParseAddrPort(c.WebAddr); c.WebEnabled && (err != nil || !ap.Addr().IsLoopback()) {
 		return fmt.Errorf("web_addr %q: the web UI only binds to a loopback address", c.WebAddr)

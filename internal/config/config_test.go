@@ -60,3 +60,17 @@ func TestValidateRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthFilesValidate(t *testing.T) {
+	c := Default()
+	c.AuthFiles = []AuthFile{{Src: "~/.config/agent/auth.json", Dst: ".config/agent/auth.json"}, {Src: "/etc/x", Dst: "/home/banger/x"}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []AuthFile{{Src: "", Dst: "x"}, {Src: "rel/path", Dst: "x"}, {Src: "/a", Dst: "../etc/passwd"}, {Src: "/a", Dst: "dir/"}} {
+		c.AuthFiles = []AuthFile{bad}
+		if err := c.Validate(); err == nil {
+			t.Errorf("auth file %+v accepted", bad)
+		}
+	}
+}

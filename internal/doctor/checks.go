@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
 )
 
 // allChecks is the report order: privileges and storage first, then
@@ -29,6 +30,7 @@ func allChecks() []check {
 		{"e2fsprogs", checkE2fsprogs},
 		{"debootstrap", checkDebootstrap},
 		{"firecracker", checkFirecracker},
+		{"jailer", checkJailer},
 		{"cgroup-v2", checkCgroupV2},
 		{"ip-forward", checkIPForward},
 		{"systemd-resolved", checkResolved},
@@ -351,7 +353,48 @@ func checkFirecracker(ctx context.Context, e *env) api.Check {
 	if err != nil {
 		return warning("reinstall the firecracker binary", "%s found but its version is unreadable: %v", path, err)
 	}
-	return passed("%s: %s", path, v)
+	parsed, err := firecracker.ParseVersion("Firecracker", v)
+	if err != nil {
+		return warning("install an official firecracker release binary", "%s: %v", path, err)
+	}
+	if parsed.Less(firecracker.MinVersion) {
+		fix := "install Firecracker " + firecracker.SupportedRange() + " (https://github.com/firecracker-microvm/firecracker/releases)"
+		if configured {
+			return failed(fix, "%s is %s, but banger supports Firecracker %s", path, v, firecracker.SupportedRange())
+		}
+		return warning(fix, "%s is %s, older than banger supports (%s): firecracker backend unavailable; QEMU is used", path, v, firecracker.SupportedRange())
+	}
+	return passed("%s: %s (supported: %s)", path, v, firecracker.SupportedRange())
+}
+
+// checkJailer looks for Firecracker's jailer next to firecracker or on
+// PATH and checks that it is the same release. The jailer is optional.
+func checkJailer(ctx context.Context, e *env) api.Check {
+	fcPath, err := e.host.LookPath(e.opts.FirecrackerBinary)
+	if err != nil {
+		return passed("not checked: firecracker is not installed")
+	}
+	fix := "install the jailer binary of the same firecracker release next to firecracker or into PATH"
+	path := filepath.Join(filepath.Dir(fcPath), firecracker.DefaultJailerBinary)
+	if _, err := e.host.Stat(path); err != nil {
+		if path, err = e.host.LookPath(firecracker.DefaultJailerBinary); err != nil {
+			return warning(fix, "jailer not found: firecracker VMs cannot run jailed (chroot, own uid, cgroup)")
+		}
+	}
+	jv, err := e.version(ctx, path)
+	if err != nil {
+		return warning(fix, "%s found but its version is unreadable: %v", path, err)
+	}
+	fv, ferr := e.version(ctx, fcPath)
+	j, jerr := firecracker.ParseVersion("Jailer", jv)
+	f, _ := firecracker.ParseVersion("Firecracker", fv)
+	switch {
+	case jerr != nil:
+		return warning(fix, "%s: %v", path, jerr)
+	case ferr == nil && j != f:
+		return warning(fix, "%s is %s but %s is %s: the jailer must come from the same release", path, jv, fcPath, fv)
+	}
+	return passed("%s: %s", path, jv)
 }
 
 func checkCgroupV2(_ context.Context, e *env) api.Check {

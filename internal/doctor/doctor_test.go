@@ -14,7 +14,7 @@ import (
 )
 
 var wantNames = []string{"root", "state-dir", "disk-space", "kvm", "tun", "bridge", "nftables", "loop",
-	"device-mapper", "qemu", "qemu-img", "e2fsprogs", "debootstrap", "firecracker", "cgroup-v2",
+	"device-mapper", "qemu", "qemu-img", "e2fsprogs", "debootstrap", "firecracker", "jailer", "cgroup-v2",
 	"ip-forward", "systemd-resolved"}
 
 func reportNames(r api.DoctorReport) []string {

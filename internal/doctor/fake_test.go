@@ -79,12 +79,13 @@ func healthyHost() *fakeHost {
 		bins: map[string]string{
 			"qemu-system-x86_64": "/usr/bin/qemu-system-x86_64", "qemu-img": "/usr/bin/qemu-img",
 			"mkfs.ext4": "/usr/sbin/mkfs.ext4", "e2fsck": "/usr/sbin/e2fsck", "resize2fs": "/usr/sbin/resize2fs",
-			"debootstrap": "/usr/sbin/debootstrap", "firecracker": "/usr/local/bin/firecracker", "nft": "/usr/sbin/nft",
+			"debootstrap": "/usr/sbin/debootstrap", "firecracker": "/usr/local/bin/firecracker", "jailer": "/usr/local/bin/jailer", "nft": "/usr/sbin/nft",
 		},
 		output: map[string]string{
 			"/usr/bin/qemu-system-x86_64": "QEMU emulator version 7.2.0\nCopyright (c) 2003-2022\n",
 			"/usr/bin/qemu-img":           "qemu-img version 7.2.0\n",
-			"/usr/local/bin/firecracker":  "Firecracker v1.9.0\n\n",
+			"/usr/local/bin/firecracker":  "Firecracker v1.10.1\n\n",
+			"/usr/local/bin/jailer":       "Jailer v1.10.1\n",
 		},
 		space: DiskSpace{AvailBytes: 100 << 30, TotalBytes: 200 << 30},
 		kvm:   vmm.KVMProbe{DevicePresent: true, Usable: true},

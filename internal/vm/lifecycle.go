@@ -79,7 +79,9 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 	if err != nil {
 		return err
 	}
-	stage(StageConfig)
+	if from != Creating { // a create announced this stage already
+		stage(StageConfig)
+	}
 	if err := s.writeConfigDrive(r); err != nil {
 		return err
 	}
@@ -170,6 +172,11 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 			_, _ = s.Store.TransitionVM(context.Background(), id, []string{string(Starting)}, string(Error), reason)
 		}
 		return lastErr
+	}
+	// Capability hooks (capabilities.go): the guest answers SSH, so run
+	// the VM's enabled hooks now. A failing hook is recorded, never fatal.
+	if s.Network != nil {
+		s.runCapabilities(ctx, id, logf)
 	}
 	if _, err := s.Store.TransitionVM(ctx, id, []string{string(booting)}, string(Running), ""); err != nil {
 		_ = drv.Kill(context.Background(), r.handle)
@@ -507,11 +514,17 @@ func (s *Service) Delete(ctx context.Context, p api.VMDeleteParams) (api.Empty, 
 		return api.Empty{}, api.Errorf(api.KindConflict, "VM %q is %s", r.Name, r.State).
 			WithHint("stop it first (banger vm stop " + r.Name + ") or delete with --force")
 	}
+	return api.Empty{}, s.deleteLocked(ctx, r)
+}
+
+// deleteLocked kills the VM if needed and removes everything it owns. The
+// caller holds the VM lock.
+func (s *Service) deleteLocked(ctx context.Context, r record) error {
 	if err := s.killQuietly(ctx, r.ID); err != nil {
-		return api.Empty{}, err
+		return err
 	}
 	if err := r.overlay.Remove(ctx); err != nil {
-		return api.Empty{}, fmt.Errorf("remove system overlay: %w", err)
+		return fmt.Errorf("remove system overlay: %w", err)
 	}
 	if r.TAP != "" && s.Network != nil {
 		if err := s.Network.ReleaseTAP(ctx, r.TAP); err != nil {
@@ -519,11 +532,11 @@ func (s *Service) Delete(ctx context.Context, p api.VMDeleteParams) (api.Empty, 
 		}
 	}
 	if err := os.RemoveAll(s.Layout.VMDir(r.ID)); err != nil {
-		return api.Empty{}, fmt.Errorf("remove VM files: %w", err)
+		return fmt.Errorf("remove VM files: %w", err)
 	}
 	_ = os.RemoveAll(s.Layout.VMRunDir(r.ID))
 	// The IP allocation goes with the row (ON DELETE CASCADE).
-	return api.Empty{}, s.Store.DeleteVM(ctx, r.ID)
+	return s.Store.DeleteVM(ctx, r.ID)
 }
 
 // Set changes resources: at once for a stopped VM, at next start for a

@@ -39,7 +39,11 @@ func (s *Service) Stats(ctx context.Context, p api.VMRef) (api.VMStats, error) {
 	}
 	st.PID = r.handle.PID
 	st.UptimeSeconds = time.Since(r.handle.StartedAt).Seconds()
-	a, err := vmm.ReadProcessStats(r.handle.PID)
+	drv, err := s.driver(r.VMM)
+	if err != nil {
+		return st, err
+	}
+	a, err := vmm.ReadStats(drv, r.handle)
 	if err != nil {
 		return st, nil // the process just went away; the reaper records it
 	}
@@ -50,7 +54,7 @@ func (s *Service) Stats(ctx context.Context, p api.VMRef) (api.VMStats, error) {
 	case <-ctx.Done():
 		return st, ctx.Err()
 	}
-	b, err := vmm.ReadProcessStats(r.handle.PID)
+	b, err := vmm.ReadStats(drv, r.handle)
 	if err != nil {
 		b = a
 	}
@@ -207,11 +211,22 @@ func (s *Service) Reconcile(ctx context.Context) error {
 	}
 	inUse := map[string]bool{}
 	known := map[string]bool{}
+	builds, err := s.Store.ListBuildVMs(ctx)
+	if err != nil {
+		return err
+	}
 	for _, v := range vms {
 		known[v.ID] = true
 		r, err := load(v)
 		if err != nil {
 			s.Log.Error("reconcile: skip VM", "vm", v.Name, "err", err)
+			continue
+		}
+		if b, ok := builds[v.ID]; ok {
+			// The build that owned it died with the daemon; its partial
+			// image files live in the VM's directory and go with it.
+			s.Log.Warn("reconcile: removing the VM of an interrupted image build", "vm", r.Name, "image", b.ImageName)
+			s.removeInterrupted(ctx, r)
 			continue
 		}
 		switch st := State(r.State); {

@@ -100,3 +100,18 @@ var ErrNotRunning = errors.New("vmm process is not running")
 
 // ErrUnavailable wraps the reason a backend cannot run on this host.
 var ErrUnavailable = errors.New("vmm backend unavailable")
+
+// StatsReporter is implemented by drivers whose machine is more than the
+// one process in Handle (a Firecracker jailer, a test fake that boots the
+// guest in a child): it reports CPU and memory of the whole machine.
+type StatsReporter interface {
+	Stats(h Handle) (ProcessStats, error)
+}
+
+// ReadStats asks the driver when it can tell, else reads /proc for h.PID.
+func ReadStats(d Driver, h Handle) (ProcessStats, error) {
+	if r, ok := d.(StatsReporter); ok {
+		return r.Stats(h)
+	}
+	return ReadProcessStats(h.PID)
+}

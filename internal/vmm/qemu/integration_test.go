@@ -20,6 +20,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/vmmtest"
 )
 
 // helperStartEnv makes the test binary act as a short-lived "daemon" that
@@ -453,38 +454,7 @@ func builtImage() (testImage, bool) {
 // the ACPI power button.
 func TestIntegrationShutdownSystemdGuest(t *testing.T) {
 	requireIntegration(t)
-	img, ok := builtImage()
-	requireOrSkip(t, ok, "a built default image under /var/cache/banger-test/images (run internal/image/builder's integration test first)")
-	_, err := exec.LookPath("qemu-img")
-	requireOrSkip(t, err == nil, "qemu-img on PATH (apt-get install qemu-utils)")
-
-	dir := t.TempDir()
-	overlay := filepath.Join(dir, "system.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img.rootfs, "-F", "raw", overlay).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v: %s", err, out)
-	}
-	// The work disk too, or the guest waits 90 s for its home.
-	work := filepath.Join(dir, "work.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img.workSeed, "-F", "raw", work).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v: %s", err, out)
-	}
-	spec := vmm.MachineSpec{
-		ID:         "it-shutdown",
-		Name:       "it-shutdown",
-		CPUs:       2,
-		MemoryMiB:  512,
-		Kernel:     img.kernel,
-		Initrd:     img.initrd,
-		KernelArgs: img.kernelArgs,
-		// The image boots with root=/dev/vda, so reaching login also
-		// shows that Drives[0] became vda.
-		Drives: []vmm.Drive{
-			{ID: "rootfs", Path: overlay, Format: "qcow2"},
-			{ID: "work", Path: work, Format: "qcow2"},
-		},
-		RunDir:     filepath.Join(dir, "run"),
-		ConsoleLog: filepath.Join(dir, "console.log"),
-	}
+	spec := imageSpec(t, "it-shutdown")
 	killLeftovers(t, spec.ID)
 	d := New(Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -494,9 +464,7 @@ func TestIntegrationShutdownSystemdGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Kill(context.Background(), h)
-	// The getty prompt means systemd is up, logind included, so the power
-	// button has a listener.
-	waitForFile(t, spec.ConsoleLog, "login:", 150*time.Second)
+	waitForLogin(t, spec)
 
 	start := time.Now()
 	shutdownCtx, cancelShutdown := context.WithTimeout(ctx, 90*time.Second)
@@ -586,4 +554,67 @@ func TestIntegrationNICInNetns(t *testing.T) {
 	if strings.Contains(string(out), "LOWER_UP") {
 		t.Errorf("TAP still carrier-up after Kill: %s", out)
 	}
+}
+
+// imageSpec boots the built default image on qcow2 overlays of its root
+// and work disks, so the image stays untouched.
+func imageSpec(t *testing.T, id string) vmm.MachineSpec {
+	t.Helper()
+	img, ok := builtImage()
+	requireOrSkip(t, ok, "a built default image under /var/cache/banger-test/images (run internal/image/builder's integration test first)")
+	_, err := exec.LookPath("qemu-img")
+	requireOrSkip(t, err == nil, "qemu-img on PATH (apt-get install qemu-utils)")
+
+	dir := t.TempDir()
+	overlay := filepath.Join(dir, "system.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img.rootfs, "-F", "raw", overlay).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	// The work disk too, or the guest waits 90 s for its home.
+	work := filepath.Join(dir, "work.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", img.workSeed, "-F", "raw", work).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v: %s", err, out)
+	}
+	spec := vmm.MachineSpec{
+		ID:         id,
+		Name:       id,
+		CPUs:       2,
+		MemoryMiB:  512,
+		Kernel:     img.kernel,
+		Initrd:     img.initrd,
+		KernelArgs: img.kernelArgs,
+		// The image boots with root=/dev/vda, so reaching login also
+		// shows that Drives[0] became vda.
+		Drives: []vmm.Drive{
+			{ID: "rootfs", Path: overlay, Format: "qcow2"},
+			{ID: "work", Path: work, Format: "qcow2"},
+		},
+		RunDir:     filepath.Join(dir, "run"),
+		ConsoleLog: filepath.Join(dir, "console.log"),
+	}
+	return spec
+}
+
+// waitForLogin waits for the getty prompt: systemd is up, so the guest
+// handles Ctrl-Alt-Del and the power button.
+func waitForLogin(t *testing.T, spec vmm.MachineSpec) {
+	waitForFile(t, spec.ConsoleLog, "login:", 150*time.Second)
+}
+
+// TestIntegrationContract runs the shared vmm.Driver contract against
+// QEMU with the default image.
+func TestIntegrationContract(t *testing.T) {
+	requireIntegration(t)
+	n := 0
+	vmmtest.Run(t, vmmtest.Setup{
+		NewDriver: func() vmm.Driver { return New(Options{}) },
+		Spec: func(t *testing.T) vmm.MachineSpec {
+			n++
+			spec := imageSpec(t, fmt.Sprintf("it-contract-%d", n))
+			killLeftovers(t, spec.ID)
+			return spec
+		},
+		BootWait: func(t *testing.T, spec vmm.MachineSpec, _ vmm.Handle) { waitForLogin(t, spec) },
+		Timeout:  90 * time.Second,
+	})
 }

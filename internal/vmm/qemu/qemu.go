@@ -212,10 +212,12 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 	}
 	startTime, err := vmm.ProcessStartTime(pid)
 	if err != nil {
+		// Most likely QEMU already exited; give the reaper a moment to
+		// say so, so the error carries QEMU's own message.
 		select {
 		case <-c.done:
 			return fail(exitError(c, stderrPath))
-		default:
+		case <-time.After(time.Second):
 			return fail(fmt.Errorf("qemu: read start time of pid %d: %w", pid, err))
 		}
 	}
