@@ -32,6 +32,14 @@ bench_setup() {
   [ "$(id -u)" -eq 0 ] || { echo "benchmarks need root" >&2; exit 1; }
   trap bench_cleanup EXIT
   (cd "$(dirname "${BASH_SOURCE[0]}")/.." && go build -o "$BENCH_BIN" ./cmd/banger)
+  # Build (or find cached) the image from the host namespace: the bench
+  # namespace cannot reach the Debian mirror. --no-network: no bridge here.
+  "$BENCH_BIN" daemon --state-dir "$BENCH_ROOT/build-state" --socket "$BENCH_ROOT/build.sock" \
+    --image-cache "$BENCH_CACHE" --no-network --log-level warn >"$BENCH_ROOT/build.log" 2>&1 &
+  local builder=$!
+  for _ in $(seq 1 200); do "$BENCH_BIN" --socket "$BENCH_ROOT/build.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+  "$BENCH_BIN" --socket "$BENCH_ROOT/build.sock" image build default >/dev/null
+  kill -INT "$builder"; wait "$builder" || true
   ip netns add "$BENCH_NS"
   ip -n "$BENCH_NS" link set lo up
   ip netns exec "$BENCH_NS" "$BENCH_BIN" daemon --state-dir "$BENCH_ROOT/state" --socket "$BENCH_SOCK" \

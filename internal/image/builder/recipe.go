@@ -26,7 +26,7 @@ var guestFiles embed.FS
 
 // builderVersion is part of every cache key; bump it when the build steps
 // change in a way the recipe and guest files do not capture.
-const builderVersion = "1"
+const builderVersion = "2"
 
 // DefaultMirror is used when the host's apt configuration names no Debian mirror.
 const DefaultMirror = "http://deb.debian.org/debian"

@@ -151,7 +151,7 @@ func (b *build) configure(ctx context.Context) error {
 		"etc/sudoers.d/banger": {user + " ALL=(ALL:ALL) NOPASSWD: ALL\n", 0o440},
 		"etc/fstab": {"# banger: the root is /dev/vda (mounted rw by the kernel); the work disk holds the home.\n" +
 			"LABEL=banger-root / ext4 defaults,noatime 0 0\n" +
-			"LABEL=banger-work /home/" + user + " ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n", 0o644},
+			"LABEL=banger-work /home/" + user + " ext4 defaults,nofail,x-systemd.device-timeout=90s 0 2\n", 0o644},
 		"etc/hostname":    {"banger\n", 0o644},
 		"etc/hosts":       {"127.0.0.1\tlocalhost\n127.0.1.1\tbanger\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644},
 		"etc/resolv.conf": {"# written at boot by banger-config.service\n", 0o644},

@@ -11,7 +11,7 @@
 set -euo pipefail
 
 readonly config_dir=/run/banger/config
-readonly wait_seconds=10
+readonly wait_seconds=60
 
 log() { printf 'banger-config: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
