@@ -46,6 +46,7 @@ integration:
 
 e2e:
 	BANGER_E2E=1 BANGER_IMAGE_CACHE=$(IMAGE_CACHE) $(GO) test -count=1 -v -timeout 45m ./test/e2e/
+	BANGER_E2E=1 BANGER_E2E_VMM=firecracker-fake BANGER_IMAGE_CACHE=$(IMAGE_CACHE) $(GO) test -count=1 -v -timeout 30m -run TestE2E ./test/e2e/
 
 bench:
 	bench/run.sh

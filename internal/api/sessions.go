@@ -150,3 +150,20 @@ type CapabilityStatus struct {
 	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at,omitzero"`
 }
+
+// StreamFrame is the type byte of a client-to-server message on a
+// StreamSessionAttach stream. Each message is the type byte, a 4-byte
+// big-endian payload length and the payload. The server-to-client
+// direction is the session's raw output. Ending the connection (or
+// FrameDetach) detaches; the session keeps running.
+type StreamFrame byte
+
+const (
+	// FrameInput carries bytes for the session's input.
+	FrameInput StreamFrame = 0
+	// FrameResize carries the terminal size: rows then cols, each a
+	// big-endian uint16.
+	FrameResize StreamFrame = 1
+	// FrameDetach (no payload) ends the attach.
+	FrameDetach StreamFrame = 2
+)

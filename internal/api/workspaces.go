@@ -35,6 +35,9 @@ type WorkspaceExportParams struct {
 	VM         string `json:"vm"`
 	BundlePath string `json:"bundle_path"`
 	Message    string `json:"message,omitempty"`
+	// Target says what the CLI makes of the bundle (a branch name or a
+	// patch file); the daemon records it for workspace status.
+	Target string `json:"target,omitempty"`
 }
 
 type WorkspaceExportResult struct {

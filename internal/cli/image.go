@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,7 +17,8 @@ import (
 
 func (a *app) imageCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Short: "Register, build and manage images"}
-	cmd.AddCommand(a.imageListCmd(), a.imageShowCmd(), a.imageRegisterCmd(), a.imageRmCmd(), a.imageBuildCmd())
+	cmd.AddCommand(a.imageListCmd(), a.imageShowCmd(), a.imageRegisterCmd(), a.imageRmCmd(), a.imageBuildCmd(),
+		a.imagePromoteCmd())
 	return cmd
 }
 
@@ -59,14 +61,30 @@ func (a *app) imageShowCmd() *cobra.Command {
 					return err
 				}
 				return a.emit(im, func(w io.Writer) {
-					for _, kv := range [][2]string{{"Name", im.Name}, {"ID", im.ID}, {"Kernel", im.Kernel},
+					onDisk := ""
+					if im.DiskBytes > 0 {
+						onDisk = humanBytes(im.DiskBytes)
+					}
+					for _, kv := range [][2]string{{"Name", im.Name}, {"ID", im.ID}, {"Parent", im.Parent},
+						{"Children", strings.Join(im.Children, ", ")}, {"Kernel", im.Kernel},
 						{"Vmlinux", im.KernelRaw}, {"Initrd", im.Initrd}, {"Rootfs", im.RootFS}, {"Work seed", im.WorkSeed},
-						{"Args", im.KernelArgs}, {"Size", humanBytes(im.SizeBytes)}, {"Managed", yesNo(im.Managed)},
-						{"Recipe", im.Recipe}, {"Created", im.CreatedAt.Local().Format(time.RFC3339)},
+						{"Args", im.KernelArgs}, {"Size", humanBytes(im.SizeBytes)}, {"On disk", onDisk},
+						{"Managed", yesNo(im.Managed)}, {"Recipe", im.Recipe},
+						{"Built with", im.HostKeyFingerprint}, {"Created", im.CreatedAt.Local().Format(time.RFC3339)},
 						{"Used by", strings.Join(im.UsedBy, ", ")}, {"About", im.Description}} {
 						if kv[1] != "" {
-							fmt.Fprintf(w, "%-10s %s\n", kv[0]+":", kv[1])
+							if kv[0] == "Built with" {
+								kv[1] = "build VM host key " + kv[1] + " (images carry no host keys)"
+							}
+							fmt.Fprintf(w, "%-11s %s\n", kv[0]+":", kv[1])
 						}
+					}
+					for i, sc := range im.Scripts {
+						label := ""
+						if i == 0 {
+							label = "Scripts:"
+						}
+						fmt.Fprintf(w, "%-11s %s sha256:%s\n", label, sc.Name, sc.SHA256)
 					}
 				})
 			})
@@ -132,18 +150,49 @@ func (a *app) imageRmCmd() *cobra.Command {
 func (a *app) imageBuildCmd() *cobra.Command {
 	var p api.ImageBuildParams
 	var detach bool
+	var scripts, files []string
 	cmd := &cobra.Command{
-		Use:   "build [NAME]",
-		Short: "Build the default Debian image (asynchronous; cached by recipe)",
-		Long: `Build a Debian bookworm image from Debian packages: debootstrap root
-filesystem, Debian's cloud kernel with an initramfs for virtio, and banger's
-guest units. Takes a few minutes the first time; later builds of the same
-recipe are instant. Ctrl-C cancels and removes partial files.`,
+		Use:   "build [NAME] [--from IMAGE --provision script.sh ... --file src:dst ... --size MiB]",
+		Short: "Build an image: the default Debian one, or one derived from another image",
+		Long: `Without --from: build a Debian bookworm image from Debian packages
+(debootstrap root filesystem, Debian's cloud kernel with an initramfs for
+virtio, and banger's guest units). Takes a few minutes the first time;
+later builds of the same recipe are instant.
+
+With --from IMAGE: boot a transient build VM from IMAGE, copy the --file
+files in, run the --provision scripts in order as root (their output goes
+to the operation's log), shut it down, and flatten its disk into a new
+image shrunk to its content plus headroom (or to --size MiB). The build
+VM's home directory becomes the new image's work seed. SSH host keys are
+removed from the result.
+
+Ctrl-C (or banger op cancel) cancels and removes the build VM and
+partial files.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p.Name = "default"
 			if len(args) == 1 {
 				p.Name = args[0]
+			}
+			if p.From == "" && (len(scripts) > 0 || len(files) > 0 || p.SizeMiB != 0) {
+				return usageErr("--provision, --file and --size need --from IMAGE")
+			}
+			if p.From != "" && len(args) == 0 {
+				return usageErr("banger image build NAME --from IMAGE: name the new image")
+			}
+			for _, path := range scripts {
+				content, err := os.ReadFile(path)
+				if err != nil {
+					return usageErr("provisioning script: %v", err)
+				}
+				p.Provision = append(p.Provision, api.ProvisionScript{Name: filepath.Base(path), Content: string(content)})
+			}
+			for _, spec := range files {
+				fc, err := parseFileCopy(spec)
+				if err != nil {
+					return err
+				}
+				p.Files = append(p.Files, fc)
 			}
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				op, err := c.ImageBuild(ctx, p)
@@ -169,6 +218,60 @@ recipe are instant. Ctrl-C cancels and removes partial files.`,
 	}
 	cmd.Flags().StringVar(&p.Recipe, "recipe", "", "recipe (default: default)")
 	cmd.Flags().BoolVar(&p.Force, "force", false, "rebuild even when the recipe is cached")
+	cmd.Flags().BoolVar(&detach, "detach", false, "print the operation id and return")
+	cmd.Flags().StringVar(&p.From, "from", "", "build on this image through a transient build VM")
+	cmd.Flags().StringArrayVar(&scripts, "provision", nil, "script to run as root in the build VM (repeatable, in order)")
+	cmd.Flags().StringArrayVar(&files, "file", nil, "host file to copy into the build VM, as SRC:DST (repeatable)")
+	cmd.Flags().IntVar(&p.SizeMiB, "size", 0, "root filesystem size of the result in MiB (default: content plus headroom)")
+	return cmd
+}
+
+// parseFileCopy parses --file SRC:DST. SRC is made absolute (the daemon
+// has another working directory); traversal is left for it to refuse.
+func parseFileCopy(spec string) (api.FileCopy, error) {
+	i := strings.LastIndex(spec, ":")
+	if i <= 0 || i == len(spec)-1 {
+		return api.FileCopy{}, usageErr("--file %q: want SRC:DST (DST an absolute path in the guest)", spec)
+	}
+	src, dst := spec[:i], spec[i+1:]
+	if _, err := os.Lstat(src); err != nil {
+		return api.FileCopy{}, usageErr("--file %q: %v", spec, err)
+	}
+	if !filepath.IsAbs(src) && !strings.Contains(src, "..") {
+		if abs, err := filepath.Abs(src); err == nil {
+			src = abs
+		}
+	}
+	return api.FileCopy{Src: src, Dst: dst}, nil
+}
+
+func (a *app) imagePromoteCmd() *cobra.Command {
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "promote VM NAME",
+		Short: "Turn a stopped VM's system disk into a new image",
+		Long: `Flatten a stopped VM's system disk into a new image named NAME, shrunk
+to its content plus headroom, with SSH host keys removed. The VM's work
+disk (its home directory) is not copied: the image keeps its parent's
+work seed. Promoting the same disk twice stores its content once.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+				op, err := c.ImagePromote(ctx, api.ImagePromoteParams{VM: args[0], Name: args[1]})
+				if err != nil {
+					return err
+				}
+				if detach {
+					return a.emit(op, func(w io.Writer) { fmt.Fprintln(w, op.ID) })
+				}
+				final, err := a.follow(ctx, c, op)
+				if err != nil {
+					return err
+				}
+				return a.emit(final, func(w io.Writer) { fmt.Fprintf(w, "image %s ready\n", args[1]) })
+			})
+		},
+	}
 	cmd.Flags().BoolVar(&detach, "detach", false, "print the operation id and return")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/disk"
+	"github.com/banger-dev/banger/internal/workspace"
 )
 
 func (a *app) vmCmd() *cobra.Command {
@@ -104,6 +105,13 @@ func printVM(w io.Writer, v api.VM) {
 			fmt.Fprintf(w, "%-10s %s\n", p[0]+":", p[1])
 		}
 	}
+	for _, c := range v.Capabilities {
+		line := c.Name + ": " + c.Status
+		if c.Reason != "" {
+			line += " (" + c.Reason + ")"
+		}
+		fmt.Fprintf(w, "%-10s %s\n", "Hook:", line)
+	}
 	for _, warn := range v.Warnings {
 		fmt.Fprintf(w, "%-10s %s\n", "Warning:", warn)
 	}
@@ -128,6 +136,9 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	var p api.VMCreateParams
 	var memory, diskSize string
 	var detach bool
+	var auth authFlags
+	var wsPath string
+	var wsOpts pushOptions
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a VM and boot it (asynchronous; shows progress)",
@@ -147,6 +158,17 @@ and the command returns at once (follow it with banger op wait ID).`,
 			if p.DiskSizeMiB, err = parseMiB("--disk-size", diskSize); err != nil {
 				return err
 			}
+			// Check the repository before making a VM for it.
+			var repo workspace.Repo
+			if wsPath != "" {
+				if detach || p.NoStart {
+					return usageErr("--workspace needs a running VM: it cannot be combined with --detach or --no-start")
+				}
+				if repo, err = workspace.Inspect(cmd.Context(), wsPath); err != nil {
+					return err
+				}
+			}
+			p.AuthorizedKeys, p.GitName, p.GitEmail = auth.material()
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				op, err := c.VMCreate(ctx, p)
 				if err != nil {
@@ -164,6 +186,11 @@ and the command returns at once (follow it with banger op wait ID).`,
 					return err
 				}
 				_ = final
+				if wsPath != "" {
+					if _, err := a.pushWorkspace(ctx, c, v.Name, repo, wsOpts); err != nil {
+						return fmt.Errorf("VM %s was created, but pushing the workspace failed: %w", v.Name, err)
+					}
+				}
 				return a.emit(v, func(w io.Writer) {
 					printVM(w, v)
 					fmt.Fprintf(w, "\nReach it with: banger ssh %s\n", v.Name)
@@ -180,6 +207,11 @@ and the command returns at once (follow it with banger op wait ID).`,
 	f.StringVar(&p.Overlay, "overlay", "", "system overlay strategy: dm-snapshot, qcow2, reflink or copy (default: best available)")
 	f.BoolVar(&p.NoStart, "no-start", false, "provision but do not boot")
 	f.BoolVar(&detach, "detach", false, "print the operation id and return without waiting")
+	f.StringArrayVar(&p.Capabilities, "cap", nil, "enable a start hook: work-disk, auth-sync (repeatable; auth-sync is on when keys or a git identity are sent)")
+	auth.register(cmd)
+	f.StringVar(&wsPath, "workspace", "", "push the git repository at this path into the VM once it is up (see banger workspace push)")
+	f.IntVar(&wsOpts.depth, "workspace-depth", workspace.DefaultDepth, "commits of history --workspace copies (0: all)")
+	f.StringVar(&wsOpts.guestPath, "workspace-guest-path", "", "where --workspace puts the repository in the guest")
 	return cmd
 }
 

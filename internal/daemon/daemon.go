@@ -36,10 +36,13 @@ import (
 	"github.com/banger-dev/banger/internal/opstate"
 	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/rpc"
+	"github.com/banger-dev/banger/internal/session"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vm"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
+	"github.com/banger-dev/banger/internal/workspace"
 )
 
 // Options are what the CLI passes to Run.
@@ -112,6 +115,18 @@ func Run(ctx context.Context, o Options) (err error) {
 	} else {
 		log.Warn("QEMU backend unavailable", "err", err)
 	}
+	fcOpts := firecracker.Options{Binary: cfg.FirecrackerBinary,
+		RuntimeDirs: firecracker.DefaultRuntimeDirs(layout.StateDir), Logger: log}
+	if cfg.Jailer {
+		fcOpts.Jailer = &firecracker.JailerOptions{Binary: cfg.JailerBinary, ChrootBaseDir: cfg.JailerChrootBase,
+			UID: cfg.JailerUID, GID: cfg.JailerGID, ParentCgroup: cfg.JailerCgroup}
+	}
+	fc := firecracker.New(fcOpts)
+	if err := fc.Available(ctx); err == nil {
+		drivers["firecracker"] = fc
+	} else {
+		log.Info("Firecracker backend unavailable", "err", err)
+	}
 	for name, d := range o.ExtraDrivers {
 		drivers[name] = d
 	}
@@ -168,7 +183,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		cacheDir = layout.ImageCache()
 	}
 	images := &image.Service{Store: st, Layout: layout, Ops: ops, Log: log, CacheDir: cacheDir,
-		Recipes: map[string]builder.Recipe{"default": builder.DefaultRecipe()}}
+		Recipes: map[string]builder.Recipe{"default": builder.DefaultRecipe()}, VMs: vms}
+	if err := images.Reconcile(ctx); err != nil {
+		log.Warn("reconcile images", "err", err)
+	}
 
 	h := &handler{
 		version: o.Version, startedAt: time.Now().UTC(), stateDir: layout.StateDir, drivers: drivers,
@@ -176,8 +194,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		doctor: doctor.New(doctor.Options{StateDir: layout.StateDir, VMM: cfg.DefaultVMM, QEMUBinary: cfg.QEMUBinary,
 			FirecrackerBinary: cfg.FirecrackerBinary, Bridge: cfg.Bridge}, doctor.RealHost()),
 	}
+	h.workspaces = workspace.NewService(st,
+		workspace.StoreResolver(st, layout, vms.Defaults.GuestUser, noNetReason), pool, log)
 	srv := rpc.NewServer(rpc.ServerOptions{Logger: log})
 	apirpc.Register(srv, h)
+	// Guest sessions and auth sync (internal/session): the service, its
+	// attach/follow streams, and the auth-sync start hook.
+	sessions := session.New(session.Options{VMs: vms, Guests: pool, AuthFiles: cfg.AuthFiles, Log: log})
+	vms.RegisterCapability(sessions.AuthCapability())
+	sessions.RegisterStreams(srv)
+	h.sessions = sessions
 
 	ln, err := listenSocket(layout.Socket, cfg.SocketGroup)
 	if err != nil {

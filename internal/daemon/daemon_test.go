@@ -161,9 +161,18 @@ func TestBadInputChangesNothing(t *testing.T) {
 		call func() error
 		kind api.ErrorKind
 	}{
-		{"bad vm name", func() error { _, err := c.VMCreate(ctx, api.VMCreateParams{Name: "Bad", Image: "img", VMM: "fake"}); return err }, api.KindInvalidName},
-		{"unknown image", func() error { _, err := c.VMCreate(ctx, api.VMCreateParams{Name: "ok", Image: "nope", VMM: "fake"}); return err }, api.KindNotFound},
-		{"unknown vmm", func() error { _, err := c.VMCreate(ctx, api.VMCreateParams{Name: "ok", Image: "img", VMM: "xen"}); return err }, api.KindInvalidInput},
+		{"bad vm name", func() error {
+			_, err := c.VMCreate(ctx, api.VMCreateParams{Name: "Bad", Image: "img", VMM: "fake"})
+			return err
+		}, api.KindInvalidName},
+		{"unknown image", func() error {
+			_, err := c.VMCreate(ctx, api.VMCreateParams{Name: "ok", Image: "nope", VMM: "fake"})
+			return err
+		}, api.KindNotFound},
+		{"unknown vmm", func() error {
+			_, err := c.VMCreate(ctx, api.VMCreateParams{Name: "ok", Image: "img", VMM: "xen"})
+			return err
+		}, api.KindInvalidInput},
 		{"bad memory", func() error {
 			_, err := c.VMCreate(ctx, api.VMCreateParams{Name: "ok", Image: "img", VMM: "fake", MemoryMiB: 1})
 			return err

@@ -24,6 +24,12 @@ func (s *Service) Build(ctx context.Context, p api.ImageBuildParams) (opstate.Sn
 	if p.Name == "" {
 		p.Name = "default"
 	}
+	if p.From != "" {
+		return s.buildFrom(ctx, p)
+	}
+	if len(p.Provision) > 0 || len(p.Files) > 0 || p.SizeMiB != 0 {
+		return opstate.Snapshot{}, api.Errorf(api.KindInvalidInput, "--provision, --file and --size need --from IMAGE (the image to build on)")
+	}
 	if err := vm.ValidateName("image", p.Name); err != nil {
 		return opstate.Snapshot{}, err
 	}
@@ -72,6 +78,14 @@ func (s *Service) build(ctx context.Context, op *opstate.Op, name string, recipe
 		op.Logf("recipe %s is cached in %s", art.Key[:12], art.Dir)
 	} else {
 		if force && cached {
+			if needers, err := s.Store.ImagesReferencing(ctx, "", artifactFiles(art)); err == nil {
+				for _, n := range needers {
+					if n.Name != name {
+						return nil, api.Errorf(api.KindConflict, "--force would remove files image %q uses (it was derived from this recipe's image)", n.Name).
+							WithHint("delete the images derived from it first, or build without --force")
+					}
+				}
+			}
 			op.Log("--force: rebuilding although the recipe is cached")
 			if err := os.RemoveAll(art.Dir); err != nil {
 				return nil, err
@@ -126,4 +140,8 @@ func (s *Service) registerBuilt(ctx context.Context, name string, art builder.Ar
 	default:
 		return store.Image{}, err
 	}
+}
+
+func artifactFiles(a builder.Artifacts) []string {
+	return []string{a.Kernel, a.KernelRaw, a.Initrd, a.RootFS, a.WorkSeed}
 }

@@ -1,7 +1,10 @@
 // Package image is banger's image registry: registering kernel, initrd
 // and root filesystem files (validated, optionally copied into the state
-// dir), listing, finding, deleting (refused while a VM uses the image), and
-// building the default image as an asynchronous operation.
+// dir), listing, finding, deleting (refused while a VM uses the image or
+// another image needs its files), building the default image from
+// packages, deriving images through a transient build VM (build --from),
+// and promoting a stopped VM's disk into an image. Files that builds and
+// promotes produce live in a content-addressed store (images/blobs).
 package image
 
 import (
@@ -14,8 +17,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/disk"
 	"github.com/banger-dev/banger/internal/image/builder"
 	"github.com/banger-dev/banger/internal/opstate"
 	"github.com/banger-dev/banger/internal/paths"
@@ -33,6 +38,12 @@ type Service struct {
 	CacheDir string
 	// Recipes maps a recipe name to its definition; "default" at least.
 	Recipes map[string]builder.Recipe
+	// VMs runs the transient build VMs of image build --from and holds
+	// VMs being promoted. Without it those two are unavailable.
+	VMs *vm.Service
+
+	// blobMu serialises adding, referencing and collecting blobs.
+	blobMu sync.Mutex
 }
 
 // ToWire converts a stored image.
@@ -45,6 +56,54 @@ func ToWire(im store.Image, usedBy []string) api.Image {
 	}
 }
 
+// wire is ToWire plus lineage, children and size on disk.
+func (s *Service) wire(ctx context.Context, im store.Image) (api.Image, error) {
+	users, err := s.Store.ImageUsers(ctx, im.ID)
+	if err != nil {
+		return api.Image{}, err
+	}
+	w := ToWire(im, users)
+	if w.Children, err = s.Store.ImageChildren(ctx, im.ID); err != nil {
+		return api.Image{}, err
+	}
+	if len(w.Children) == 0 {
+		w.Children = nil
+	}
+	owned := []string{im.Kernel, im.KernelRaw, im.Initrd, im.RootFS, im.WorkSeed}
+	l, err := s.Store.ImageLineage(ctx, im.ID)
+	switch {
+	case err == nil:
+		w.Parent = l.ParentName
+		if p, perr := s.Store.GetImage(ctx, l.ParentID); perr == nil {
+			w.Parent = p.Name // renamed since
+		}
+		for _, sc := range l.Scripts {
+			w.Scripts = append(w.Scripts, api.ScriptDigest{Name: sc.Name, SHA256: sc.SHA256})
+		}
+		w.HostKeyFingerprint = l.HostKeyFingerprint
+		// A derived image owns its content-addressed files and build log;
+		// kernel and initrd are its parent's.
+		owned = []string{l.BuildLog}
+		for _, f := range []string{im.RootFS, im.WorkSeed} {
+			if s.isBlob(f) {
+				owned = append(owned, f)
+			}
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		return api.Image{}, err
+	}
+	var files []string
+	for _, f := range owned {
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	if used, err := disk.Usage(files...); err == nil {
+		w.DiskBytes = used
+	}
+	return w, nil
+}
+
 // List returns every image.
 func (s *Service) List(ctx context.Context) (api.ImageListResult, error) {
 	ims, err := s.Store.ListImages(ctx)
@@ -53,8 +112,11 @@ func (s *Service) List(ctx context.Context) (api.ImageListResult, error) {
 	}
 	out := api.ImageListResult{Images: make([]api.Image, 0, len(ims))}
 	for _, im := range ims {
-		users, _ := s.Store.ImageUsers(ctx, im.ID)
-		out.Images = append(out.Images, ToWire(im, users))
+		w, err := s.wire(ctx, im)
+		if err != nil {
+			return api.ImageListResult{}, err
+		}
+		out.Images = append(out.Images, w)
 	}
 	return out, nil
 }
@@ -68,11 +130,7 @@ func (s *Service) Show(ctx context.Context, p api.ImageRef) (api.Image, error) {
 	if err != nil {
 		return api.Image{}, err
 	}
-	users, err := s.Store.ImageUsers(ctx, im.ID)
-	if err != nil {
-		return api.Image{}, err
-	}
-	return ToWire(im, users), nil
+	return s.wire(ctx, im)
 }
 
 // Register validates the files and records a new image.
@@ -232,18 +290,42 @@ func (s *Service) Delete(ctx context.Context, p api.ImageRef) (api.Empty, error)
 		return api.Empty{}, api.Errorf(api.KindConflict, "image %q is used by VM(s): %s", im.Name, strings.Join(users, ", ")).
 			WithHint("delete those VMs first")
 	}
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	// Images derived from this one use its kernel and initrd in place.
+	// Content-addressed files are shared by design and do not count.
+	// A derived image's other files are an ancestor's, not its own.
+	var own []string
+	files := []string{im.Kernel, im.KernelRaw, im.Initrd, im.RootFS, im.WorkSeed}
+	_, lerr := s.Store.ImageLineage(ctx, im.ID)
+	if lerr != nil && !errors.Is(lerr, store.ErrNotFound) {
+		return api.Empty{}, lerr
+	}
+	for _, f := range files {
+		if f != "" && !s.isBlob(f) && lerr != nil {
+			own = append(own, f)
+		}
+	}
+	needers, err := s.Store.ImagesReferencing(ctx, im.ID, own)
+	if err != nil {
+		return api.Empty{}, err
+	}
+	if len(needers) > 0 {
+		names := make([]string, len(needers))
+		for i, n := range needers {
+			names[i] = n.Name
+		}
+		return api.Empty{}, api.Errorf(api.KindConflict, "image %q is needed by image(s) %s, which use its files (kernel, initrd or work seed)",
+			im.Name, strings.Join(names, ", ")).WithHint("delete those images first")
+	}
 	if err := s.Store.DeleteImage(ctx, im.ID); err != nil {
 		return api.Empty{}, err
 	}
+	s.gcBlobs(ctx, files)
 	if im.Dir != "" && strings.HasPrefix(im.Dir, s.Layout.ImagesDir()+"/") {
 		if err := os.RemoveAll(im.Dir); err != nil {
 			s.Log.Warn("remove image files", "image", im.Name, "err", err)
 		}
 	}
 	return api.Empty{}, nil
-}
-
-// Promote turns a stopped VM's system disk into a new image.
-func (s *Service) Promote(ctx context.Context, p api.ImagePromoteParams) (opstate.Snapshot, error) {
-	return opstate.Snapshot{}, api.Errorf(api.KindUnavailable, "image promote is not implemented yet")
 }

@@ -50,6 +50,7 @@ type Server struct {
 
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	streams  map[string]StreamHandler // see stream.go
 }
 
 // NewServer returns a server with no methods.
@@ -225,8 +226,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		inflight: map[string]*inflightCall{}}
 	lr := newLineReader(c, s.maxMessage)
 	var readErr error
-	for {
+	for first := true; ; first = false {
 		line, err := lr.next()
+		if first && err == nil {
+			if req, h, ok := s.streamRequest(line); ok {
+				// The connection becomes a raw stream (stream.go).
+				s.serveStream(ctx, c, lr.r, req, h)
+				c.Close()
+				return
+			}
+		}
 		if errors.Is(err, errLineTooLong) {
 			sc.write(errorResponse(nil, protocolError(api.CodeInvalidRequest,
 				"invalid request: message exceeds the maximum size of %d bytes", s.maxMessage)))

@@ -58,6 +58,13 @@ func shortSocketDir(t testing.TB) string {
 
 func startServer(t testing.TB, opts ServerOptions) *testEnv {
 	t.Helper()
+	return startServerWith(t, opts, nil)
+}
+
+// startServerWith is startServer with extra registrations made before
+// serving starts.
+func startServerWith(t testing.TB, opts ServerOptions, register func(*testEnv)) *testEnv {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -112,6 +119,9 @@ func startServer(t testing.TB, opts ServerOptions) *testEnv {
 		}
 	})
 
+	if register != nil {
+		register(env)
+	}
 	l, err := net.Listen("unix", env.socket)
 	if err != nil {
 		t.Fatal(err)

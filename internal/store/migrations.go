@@ -90,6 +90,44 @@ var migrations = []string{
 		key   TEXT PRIMARY KEY,
 		value TEXT NOT NULL
 	) STRICT;`,
+
+	// 4: image lineage (parent, provisioning scripts, build log, the host
+	// key fingerprint of the build VM) and the transient VMs that build
+	// images, so a restarted daemon can remove the leftovers of a build.
+	// parent_id has no foreign key: a parent outlives its record only in
+	// name, and image rm checks file users itself.
+	`CREATE TABLE image_lineage (
+		image_id             TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+		parent_id            TEXT NOT NULL DEFAULT '',
+		parent_name          TEXT NOT NULL DEFAULT '',
+		source               TEXT NOT NULL DEFAULT '',
+		scripts              TEXT NOT NULL DEFAULT '[]',
+		build_log            TEXT NOT NULL DEFAULT '',
+		host_key_fingerprint TEXT NOT NULL DEFAULT ''
+	) STRICT;
+	CREATE INDEX image_lineage_parent ON image_lineage(parent_id);
+
+	CREATE TABLE build_vms (
+		vm_id      TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+		image_id   TEXT NOT NULL,
+		image_name TEXT NOT NULL,
+		created_at INTEGER NOT NULL DEFAULT 0
+	) STRICT;`,
+
+	// 5: workspaces: the host repository copied into a VM (one per VM),
+	// its base commit and guest path, and the last export.
+	`CREATE TABLE workspaces (
+		vm_id        TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+		guest_path   TEXT NOT NULL,
+		host_repo    TEXT NOT NULL DEFAULT '',
+		repo_name    TEXT NOT NULL DEFAULT '',
+		base_commit  TEXT NOT NULL,
+		branch       TEXT NOT NULL DEFAULT '',
+		pushed_at    INTEGER NOT NULL DEFAULT 0,
+		last_export  INTEGER NOT NULL DEFAULT 0,
+		exported_to  TEXT NOT NULL DEFAULT '',
+		export_head  TEXT NOT NULL DEFAULT ''
+	) STRICT;`,
 }
 
 // SchemaVersion is the schema version this binary writes.

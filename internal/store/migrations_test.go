@@ -51,6 +51,27 @@ var migrationFixtures = []struct {
 		seed:  []string{`INSERT INTO kv(key, value) VALUES ('bridge', 'banger0')`},
 		check: `SELECT CASE WHEN (SELECT value FROM kv WHERE key = 'bridge') = 'banger0' THEN 'ok' ELSE 'lost' END`,
 	},
+	{
+		seed: []string{
+			`INSERT INTO images(id, name) VALUES ('img4', 'derived')`,
+			`INSERT INTO image_lineage(image_id, parent_id, parent_name, source, scripts) VALUES ('img4', 'img1', 'debian', 'build', '[{"name":"a.sh"}]')`,
+			`INSERT INTO vms(id, name, state, image_id) VALUES ('vm4', 'build-derived', 'creating', 'img4')`,
+			`INSERT INTO build_vms(vm_id, image_id, image_name, created_at) VALUES ('vm4', 'img5', 'next', 11)`,
+		},
+		check: `SELECT CASE WHEN
+			(SELECT parent_id || parent_name || source || scripts FROM image_lineage WHERE image_id = 'img4') = 'img1debianbuild[{"name":"a.sh"}]'
+			AND (SELECT image_id || image_name || created_at FROM build_vms WHERE vm_id = 'vm4') = 'img5next11'
+			THEN 'ok' ELSE 'lost' END`,
+	},
+	{
+		seed: []string{
+			`INSERT INTO vms(id, name, state) VALUES ('vm5', 'ws', 'running')`,
+			`INSERT INTO workspaces(vm_id, guest_path, host_repo, repo_name, base_commit, branch, pushed_at, last_export, exported_to, export_head)
+				VALUES ('vm5', '/home/banger/work/r', '/src/r', 'r', 'abc', 'main', 12, 13, 'banger/ws', 'def')`,
+		},
+		check: `SELECT CASE WHEN (SELECT guest_path || host_repo || repo_name || base_commit || branch || pushed_at || last_export || exported_to || export_head
+			FROM workspaces WHERE vm_id = 'vm5') = '/home/banger/work/r/src/rrabcmain1213banger/wsdef' THEN 'ok' ELSE 'lost' END`,
+	},
 }
 
 func TestEveryMigrationHasAFixture(t *testing.T) {
@@ -143,7 +164,11 @@ func TestLatestSchema(t *testing.T) {
 		"ip_allocations": {"allocated_at", "ip", "vm_id"},
 		"operations": {"created_at", "error", "finished_at", "id", "kind", "log_tail", "progress", "result",
 			"stage", "stages", "state", "target", "updated_at"},
-		"kv": {"key", "value"},
+		"kv":            {"key", "value"},
+		"image_lineage": {"build_log", "host_key_fingerprint", "image_id", "parent_id", "parent_name", "scripts", "source"},
+		"build_vms":     {"created_at", "image_id", "image_name", "vm_id"},
+		"workspaces": {"base_commit", "branch", "export_head", "exported_to", "guest_path", "host_repo", "last_export",
+			"pushed_at", "repo_name", "vm_id"},
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
 	if err != nil {
@@ -190,8 +215,11 @@ func TestLatestSchema(t *testing.T) {
 	}
 	sort.Slice(fks, func(i, j int) bool { return fks[i].table < fks[j].table })
 	wantFKs := []fk{
+		{"build_vms", "vm_id", "vms", "id", "CASCADE"},
+		{"image_lineage", "image_id", "images", "id", "CASCADE"},
 		{"ip_allocations", "vm_id", "vms", "id", "CASCADE"},
 		{"vms", "image_id", "images", "id", "RESTRICT"},
+		{"workspaces", "vm_id", "vms", "id", "CASCADE"},
 	}
 	if !reflect.DeepEqual(fks, wantFKs) {
 		t.Fatalf("foreign keys = %+v, want %+v", fks, wantFKs)

@@ -109,6 +109,9 @@ func (s *Service) Create(ctx context.Context, p api.VMCreateParams) (opstate.Sna
 		ID: store.NewID(), Name: p.Name, State: string(Creating), ImageID: img.ID, VMM: p.VMM,
 		CPUs: p.CPUs, MemoryMiB: p.MemoryMiB, DiskSizeMiB: p.DiskSizeMiB,
 	}
+	if v.Capabilities, err = s.initialCapabilities(p); err != nil { // capabilities.go
+		return opstate.Snapshot{}, err
+	}
 	v.MAC = hostnet.MACForVM(v.ID)
 	if err := s.Store.CreateVM(ctx, &v); err != nil {
 		return opstate.Snapshot{}, err

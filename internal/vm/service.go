@@ -75,6 +75,7 @@ type Deps struct {
 type Service struct {
 	Deps
 	locks *Locks
+	caps  capabilityRegistry // start hooks (capabilities.go)
 
 	// ctx bounds the watchers the service starts; cancelled by Close.
 	ctx    context.Context
@@ -218,6 +219,7 @@ func (s *Service) wire(r record, imageName string) api.VM {
 	if r.PendingCPUs != 0 || r.PendingMemoryMiB != 0 || r.PendingDiskSizeMiB != 0 {
 		v.Pending = &api.VMSpec{CPUs: r.PendingCPUs, MemoryMiB: r.PendingMemoryMiB, DiskSizeMiB: r.PendingDiskSizeMiB}
 	}
+	v.Capabilities = capabilityStatuses(r.Capabilities)
 	if r.IP != "" && s.Defaults.DNSZone != "" {
 		v.DNSName = r.Name + "." + s.Defaults.DNSZone
 	}
