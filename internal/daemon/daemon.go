@@ -195,7 +195,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			FirecrackerBinary: cfg.FirecrackerBinary, Bridge: cfg.Bridge}, doctor.RealHost()),
 	}
 	h.workspaces = workspace.NewService(st,
-		workspace.StoreResolver(st, layout, vms.Defaults.GuestUser, noNetReason), pool, log)
+		workspace.VMResolver(vms), pool, log)
 	srv := rpc.NewServer(rpc.ServerOptions{Logger: log})
 	apirpc.Register(srv, h)
 	// Guest sessions and auth sync (internal/session): the service, its

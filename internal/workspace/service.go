@@ -20,7 +20,6 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/guest"
-	"github.com/banger-dev/banger/internal/paths"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vm"
 )
@@ -78,35 +77,17 @@ func NewService(st *store.Store, resolve Resolver, guests Runner, log *slog.Logg
 	return &Service{store: st, resolve: resolve, guests: guests, log: log, now: time.Now, busy: map[string]bool{}}
 }
 
-// StoreResolver resolves VMs from the store and their pinned host keys in
-// layout, the way the VM service does. noNetwork, when not empty, is why
-// the daemon has no host network (guests are then unreachable).
-func StoreResolver(st *store.Store, layout paths.Layout, user, noNetwork string) Resolver {
+// VMResolver resolves running guests through the VM lifecycle service,
+// which owns the "running and reachable" rule and the pinned host keys.
+func VMResolver(vms interface {
+	RunningGuest(ctx context.Context, ref string) (vm.Guest, error)
+}) Resolver {
 	return func(ctx context.Context, ref string) (Guest, error) {
-		v, err := st.FindVM(ctx, ref)
+		g, err := vms.RunningGuest(ctx, ref)
 		if err != nil {
 			return Guest{}, err
 		}
-		if vm.State(v.State) != vm.Running {
-			return Guest{}, api.Errorf(api.KindConflict, "VM %q is %s, not running", v.Name, v.State).
-				WithHint("start it with: banger vm start " + v.Name)
-		}
-		if noNetwork != "" {
-			return Guest{}, api.Errorf(api.KindUnavailable, "guest unreachable: host networking is disabled (%s)", noNetwork)
-		}
-		if v.IP == "" {
-			return Guest{}, api.Errorf(api.KindConflict, "VM %q has no address yet", v.Name)
-		}
-		pub, err := os.ReadFile(layout.VMHostKey(v.ID) + ".pub")
-		if err != nil {
-			return Guest{}, fmt.Errorf("VM %s has no pinned host key: %w", v.Name, err)
-		}
-		key, err := guest.ParsePublic(pub)
-		if err != nil {
-			return Guest{}, err
-		}
-		return Guest{ID: v.ID, Name: v.Name, Target: guest.Target{
-			VMID: v.ID, Addr: v.IP + ":22", User: user, HostKey: key}}, nil
+		return Guest{ID: g.ID, Name: g.Name, Target: g.Target}, nil
 	}
 }
 

@@ -26,6 +26,9 @@ tar -x -p -f - -C "$tmp"
 cd -- "$tmp"
 if [ -n "$name" ]; then git config user.name "$name"; fi
 if [ -n "$email" ]; then git config user.email "$email"; fi
+# Unpacking gave every file a new inode and ctime; refresh the index's
+# stat data now so the export's `git add -A` does not re-read every file.
+git update-index -q --refresh >/dev/null || true
 head=$(git rev-parse --verify HEAD)
 if [ "$head" != "$base" ]; then
 	echo "the unpacked workspace is at $head, expected $base" >&2
