@@ -26,7 +26,7 @@ import (
 type Driver struct {
 	mu       sync.Mutex
 	paused   map[int]bool
-	children map[int]chan struct{}
+	children vmm.Children
 	// FailStart makes Start fail with this error (tests of failure paths).
 	FailStart error
 	// IgnoreShutdown makes the process ignore the graceful stop signal,
@@ -40,7 +40,7 @@ type Driver struct {
 var _ vmm.Driver = (*Driver)(nil)
 
 // New returns a fake driver.
-func New() *Driver { return &Driver{paused: map[int]bool{}, children: map[int]chan struct{}{}} }
+func New() *Driver { return &Driver{paused: map[int]bool{}} }
 
 func (d *Driver) Name() string                        { return "fake" }
 func (d *Driver) Available(ctx context.Context) error { return nil }
@@ -82,15 +82,11 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 		cmd.Stdout, cmd.Stderr = f, f
 		defer f.Close()
 	}
-	if err := cmd.Start(); err != nil {
+	c, err := d.children.Start(cmd)
+	if err != nil {
 		return vmm.Handle{}, err
 	}
-	pid := cmd.Process.Pid
-	done := make(chan struct{})
-	d.mu.Lock()
-	d.children[pid] = done
-	d.mu.Unlock()
-	go func() { _ = cmd.Wait(); close(done) }()
+	pid, done := c.PID, c.Done()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if _, err := os.Stat(filepath.Join(spec.RunDir, "fake.ready")); err == nil {
 			break
@@ -112,6 +108,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 		<-done
 		return vmm.Handle{}, err
 	}
+	d.children.Register(c, st)
 	if err := os.WriteFile(filepath.Join(spec.RunDir, "fake.pid"), []byte(fmt.Sprint(pid)), 0o600); err != nil {
 		_ = cmd.Process.Kill()
 		<-done
@@ -199,16 +196,5 @@ func (d *Driver) Adopt(ctx context.Context, spec vmm.MachineSpec, h vmm.Handle) 
 
 // Wait blocks until the process is gone (reaped when it is our child).
 func (d *Driver) Wait(ctx context.Context, h vmm.Handle) error {
-	d.mu.Lock()
-	done, ours := d.children[h.PID]
-	d.mu.Unlock()
-	if ours {
-		select {
-		case <-done:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return vmm.WaitProcessExit(ctx, h.PID, h.StartTime)
+	return d.children.Wait(ctx, h, "fake VMM")
 }

@@ -68,13 +68,7 @@ type Driver struct {
 
 	mu       sync.Mutex
 	probed   map[string]binaryInfo // by resolved path
-	children map[int]*child
-}
-
-type child struct {
-	startTime uint64
-	done      chan struct{}
-	err       error
+	children vmm.Children
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -91,7 +85,7 @@ func New(opts Options) *Driver {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Driver{opts: opts, log: log, probed: map[string]binaryInfo{}, children: map[int]*child{}}
+	return &Driver{opts: opts, log: log, probed: map[string]binaryInfo{}}
 }
 
 // Name implements vmm.Driver.
@@ -290,44 +284,28 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 	cmd.Dir = spec.RunDir
 	// Own session: signals to the daemon's group or terminal miss the VM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	c, err := d.children.Start(cmd)
+	if err != nil {
 		cleanup()
 		return vmm.Handle{}, fmt.Errorf("firecracker: start %s: %w", cmd.Path, err)
 	}
-	pid := cmd.Process.Pid
-	c := &child{done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-		d.mu.Lock()
-		if d.children[pid] == c {
-			delete(d.children, pid)
-		}
-		d.mu.Unlock()
-	}()
+	pid := c.PID
 	fail := func(err error) (vmm.Handle, error) {
 		_ = cmd.Process.Kill()
-		<-c.done
+		<-c.Done()
 		cleanup()
 		return vmm.Handle{}, err
 	}
 	startTime, err := vmm.ProcessStartTime(pid)
 	if err != nil {
 		select {
-		case <-c.done:
+		case <-c.Done():
 			return fail(exitError(c, stderrPath))
 		case <-time.After(time.Second):
 			return fail(fmt.Errorf("firecracker: read start time of pid %d: %w", pid, err))
 		}
 	}
-	c.startTime = startTime
-	d.mu.Lock()
-	select {
-	case <-c.done:
-	default:
-		d.children[pid] = c
-	}
-	d.mu.Unlock()
+	d.children.Register(c, startTime)
 	if err := os.WriteFile(filepath.Join(spec.RunDir, pidFileName), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
 		return fail(fmt.Errorf("firecracker: write pid file: %w", err))
 	}
@@ -371,7 +349,7 @@ func (d *Driver) prepareJail(j jail, spec vmm.MachineSpec) error {
 
 // waitSocket polls GET / until Firecracker answers, the process exits,
 // or SocketTimeout / ctx ends.
-func (d *Driver) waitSocket(ctx context.Context, client *Client, c *child, stderrPath string) error {
+func (d *Driver) waitSocket(ctx context.Context, client *Client, c *vmm.Child, stderrPath string) error {
 	ctx, cancel := context.WithTimeout(ctx, d.opts.SocketTimeout)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -388,7 +366,7 @@ func (d *Driver) waitSocket(ctx context.Context, client *Client, c *child, stder
 			lastErr = err
 		}
 		select {
-		case <-c.done:
+		case <-c.Done():
 			return exitError(c, stderrPath)
 		case <-ctx.Done():
 			msg := fmt.Sprintf("firecracker: API socket %s did not answer within %s", client.SocketPath(), d.opts.SocketTimeout)
@@ -407,7 +385,7 @@ func (d *Driver) waitSocket(ctx context.Context, client *Client, c *child, stder
 // configure sends the boot plan and InstanceStart. A failed request names
 // the step; Firecracker's fault_message is kept verbatim. When the process
 // died meanwhile, its exit (with stderr) is the better explanation.
-func (d *Driver) configure(ctx context.Context, client *Client, plan bootPlan, c *child, stderrPath string) error {
+func (d *Driver) configure(ctx context.Context, client *Client, plan bootPlan, c *vmm.Child, stderrPath string) error {
 	steps := []struct {
 		what string
 		do   func() error
@@ -436,7 +414,7 @@ func (d *Driver) configure(ctx context.Context, client *Client, plan bootPlan, c
 	for _, s := range steps {
 		if err := s.do(); err != nil {
 			select {
-			case <-c.done:
+			case <-c.Done():
 				return fmt.Errorf("firecracker: %s: %w", s.what, exitError(c, stderrPath))
 			case <-time.After(50 * time.Millisecond):
 			}
@@ -451,7 +429,7 @@ func (d *Driver) configure(ctx context.Context, client *Client, plan bootPlan, c
 	info, err := client.InstanceInfo(ctx)
 	if err != nil {
 		select {
-		case <-c.done:
+		case <-c.Done():
 			return fmt.Errorf("firecracker: exited after InstanceStart: %w", exitError(c, stderrPath))
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -463,12 +441,12 @@ func (d *Driver) configure(ctx context.Context, client *Client, plan bootPlan, c
 	return nil
 }
 
-func exitError(c *child, stderrPath string) error {
+func exitError(c *vmm.Child, stderrPath string) error {
 	tail := stderrTail(stderrPath, 2048)
 	if tail == "" {
 		tail = "(no output on stderr)"
 	}
-	return fmt.Errorf("firecracker exited during start (%v): %s", c.err, tail)
+	return fmt.Errorf("firecracker exited during start (%v): %s", c.Err(), tail)
 }
 
 func stderrTail(path string, max int64) string {
@@ -622,18 +600,7 @@ func (d *Driver) Status(ctx context.Context, h vmm.Handle) (vmm.Status, error) {
 // Wait blocks until the process exits or ctx ends (pidfd-based for
 // processes another daemon instance started).
 func (d *Driver) Wait(ctx context.Context, h vmm.Handle) error {
-	d.mu.Lock()
-	c := d.children[h.PID]
-	d.mu.Unlock()
-	if c != nil && c.startTime == h.StartTime {
-		select {
-		case <-c.done:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("wait for firecracker pid %d: %w", h.PID, ctx.Err())
-		}
-	}
-	return vmm.WaitProcessExit(ctx, h.PID, h.StartTime)
+	return d.children.Wait(ctx, h, "firecracker")
 }
 
 // Adopt checks that h (or, without a pid, the pid file) still names the

@@ -56,19 +56,13 @@ type Driver struct {
 
 	mu sync.Mutex
 	// children are processes this Driver started and reaps; keyed by pid.
-	children map[int]*child
+	children vmm.Children
 	// qmpLocks serialise QMP sessions per socket: QEMU serves one client
 	// at a time and a second one would just block.
 	qmpLocks map[string]*sync.Mutex
 }
 
 // child is a QEMU process started by this Driver instance.
-type child struct {
-	startTime uint64
-	done      chan struct{} // closed once Wait reaped the process
-	err       error         // Wait's result, valid after done
-}
-
 var _ vmm.Driver = (*Driver)(nil)
 
 // New returns a QEMU driver.
@@ -78,7 +72,6 @@ func New(opts Options) *Driver {
 		probeKVM:   opts.ProbeKVM,
 		hostTSCkHz: opts.HostTSCkHz,
 		log:        opts.Logger,
-		children:   map[int]*child{},
 		qmpLocks:   map[string]*sync.Mutex{},
 	}
 	if d.binary == "" {
@@ -189,24 +182,15 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 	// A new session: signals to the daemon's process group or terminal
 	// do not reach the VM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	c, err := d.children.Start(cmd)
+	if err != nil {
 		return vmm.Handle{}, fmt.Errorf("qemu: start %s: %w", binPath, err)
 	}
-	pid := cmd.Process.Pid
-	c := &child{done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-		d.mu.Lock()
-		if d.children[pid] == c {
-			delete(d.children, pid)
-		}
-		d.mu.Unlock()
-	}()
+	pid := c.PID
 
 	fail := func(err error) (vmm.Handle, error) {
 		cmd.Process.Kill()
-		<-c.done
+		<-c.Done()
 		removeRunFiles(spec.RunDir)
 		return vmm.Handle{}, err
 	}
@@ -215,20 +199,13 @@ func (d *Driver) Start(ctx context.Context, spec vmm.MachineSpec) (vmm.Handle, e
 		// Most likely QEMU already exited; give the reaper a moment to
 		// say so, so the error carries QEMU's own message.
 		select {
-		case <-c.done:
+		case <-c.Done():
 			return fail(exitError(c, stderrPath))
 		case <-time.After(time.Second):
 			return fail(fmt.Errorf("qemu: read start time of pid %d: %w", pid, err))
 		}
 	}
-	c.startTime = startTime
-	d.mu.Lock()
-	select {
-	case <-c.done: // already reaped: nothing to register
-	default:
-		d.children[pid] = c
-	}
-	d.mu.Unlock()
+	d.children.Register(c, startTime)
 
 	readyCtx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
@@ -269,13 +246,13 @@ func (d *Driver) runningFromPidFile(spec vmm.MachineSpec) (int, bool) {
 
 // waitReady polls the QMP socket until QEMU reports the machine running,
 // the process exits, or ctx ends.
-func (d *Driver) waitReady(ctx context.Context, runDir string, c *child, stderrPath string) error {
+func (d *Driver) waitReady(ctx context.Context, runDir string, c *vmm.Child, stderrPath string) error {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var lastErr error
 	for {
 		select {
-		case <-c.done:
+		case <-c.Done():
 			return exitError(c, stderrPath)
 		case <-ctx.Done():
 			err := fmt.Errorf("qemu: machine did not become ready: %w", ctx.Err())
@@ -295,12 +272,12 @@ func (d *Driver) waitReady(ctx context.Context, runDir string, c *child, stderrP
 
 // exitError describes an early exit with the tail of QEMU's stderr, which
 // holds the reason ("could not open disk image ...").
-func exitError(c *child, stderrPath string) error {
+func exitError(c *vmm.Child, stderrPath string) error {
 	tail := stderrTail(stderrPath, 2048)
 	if tail == "" {
 		tail = "(no output)"
 	}
-	return fmt.Errorf("qemu exited during start (%v): %s", c.err, tail)
+	return fmt.Errorf("qemu exited during start (%v): %s", c.Err(), tail)
 }
 
 func stderrTail(path string, max int64) string {
@@ -469,18 +446,7 @@ func (d *Driver) Status(ctx context.Context, h vmm.Handle) (vmm.Status, error) {
 // Wait blocks until the process exits or ctx ends. For processes this
 // Driver started it also waits until they are reaped.
 func (d *Driver) Wait(ctx context.Context, h vmm.Handle) error {
-	d.mu.Lock()
-	c := d.children[h.PID]
-	d.mu.Unlock()
-	if c != nil && c.startTime == h.StartTime {
-		select {
-		case <-c.done:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("wait for qemu pid %d: %w", h.PID, ctx.Err())
-		}
-	}
-	return vmm.WaitProcessExit(ctx, h.PID, h.StartTime)
+	return d.children.Wait(ctx, h, "qemu")
 }
 
 // Adopt checks that h still names the QEMU process of spec's VM and that
