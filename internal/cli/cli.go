@@ -168,7 +168,7 @@ Every command except "banger daemon" talks to the daemon's socket
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%w\nsee: %s --help", err, c.CommandPath())}
 	})
 	root.AddCommand(a.daemonCmd(), a.versionCmd(), a.vmCmd(), a.imageCmd(), a.opCmd(), a.doctorCmd(),
-		a.sshCmd(), a.execCmd(), a.sshConfigCmd(), a.sessionCmd(), a.workspaceCmd())
+		a.sshCmd(), a.execCmd(), a.sshConfigCmd(), a.sessionCmd(), a.workspaceCmd(), a.webCmd())
 	return root
 }
 

@@ -20,6 +20,7 @@ import (
 func (a *app) daemonCmd() *cobra.Command {
 	var cfgPath string
 	var o config.Config
+	var noWeb bool
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the banger daemon (as root)",
@@ -53,6 +54,7 @@ Settings come from defaults, then the config file (TOML, default
 			set("log-level", func() { cfg.LogLevel = o.LogLevel })
 			set("no-network", func() { cfg.NoNetwork = o.NoNetwork })
 			set("web-addr", func() { cfg.WebAddr = o.WebAddr })
+			set("no-web", func() { cfg.WebEnabled = !noWeb })
 			set("qemu-bin", func() { cfg.QEMUBinary = o.QEMUBinary })
 			set("firecracker-bin", func() { cfg.FirecrackerBinary = o.FirecrackerBinary })
 			set("dns-listen", func() { cfg.DNSListen = o.DNSListen })
@@ -82,7 +84,8 @@ Settings come from defaults, then the config file (TOML, default
 	f.StringVar(&o.TAPPrefix, "tap-prefix", d.TAPPrefix, "name prefix of banger's TAP devices")
 	f.StringVar(&o.LogLevel, "log-level", d.LogLevel, "debug, info, warn or error")
 	f.BoolVar(&o.NoNetwork, "no-network", false, "do not set up host networking (VMs cannot be reached)")
-	f.StringVar(&o.WebAddr, "web-addr", d.WebAddr, "web UI address (loopback only)")
+	f.StringVar(&o.WebAddr, "web-addr", d.WebAddr, "experimental web UI address (loopback only; see banger web)")
+	f.BoolVar(&noWeb, "no-web", false, "do not serve the experimental web UI")
 	f.StringVar(&o.QEMUBinary, "qemu-bin", d.QEMUBinary, "QEMU binary")
 	f.StringVar(&o.FirecrackerBinary, "firecracker-bin", "", "Firecracker binary")
 	f.BoolVar(&o.Jailer, "jailer", false, "run Firecracker under its jailer (settings: jailer_* in the config file)")

@@ -89,6 +89,7 @@ func Default() Config {
 		SpareTAPs:           2,
 		DNSZone:             "banger.internal",
 		WebAddr:             "127.0.0.1:7777",
+		WebEnabled:          true,
 		DefaultImage:        "default",
 		DefaultVMM:          "qemu",
 		DefaultCPUs:         2,

@@ -42,6 +42,7 @@ import (
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/firecracker"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
+	"github.com/banger-dev/banger/internal/web"
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
@@ -232,6 +233,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 	}
 	go vms.RunReaper(bgctx, time.Duration(cfg.ReapIntervalSeconds)*time.Second)
+	_ = os.Remove(layout.WebAddr()) // a crashed run's address is stale
+	if cfg.WebEnabled {
+		// The web UI is optional: a taken port must not stop the daemon.
+		if _, err := web.Start(bgctx, h, web.StartOptions{Addr: cfg.WebAddr, Version: o.Version,
+			TokenFile: layout.WebToken(), AddrFile: layout.WebAddr(), Logger: log}); err != nil {
+			log.Warn("web UI not started", "err", err)
+		} else {
+			defer os.Remove(layout.WebAddr())
+		}
+	}
 
 	log.Info("banger daemon ready", "socket", layout.Socket, "state_dir", layout.StateDir,
 		"backends", len(drivers), "network", network != nil, "version", o.Version)

@@ -34,6 +34,7 @@ func startDaemon(t testing.TB, stateDir string) *running {
 	cfg.StateDir = stateDir
 	cfg.Socket = filepath.Join(stateDir, "s.sock")
 	cfg.NoNetwork = true
+	cfg.WebEnabled = false // tests run many daemons on one host
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1)}

@@ -72,6 +72,13 @@ func (l Layout) ImageDir(imageID string) string { return filepath.Join(l.ImagesD
 // ImageCache holds built images keyed by their recipe.
 func (l Layout) ImageCache() string { return filepath.Join(l.StateDir, "cache", "images") }
 
+// WebToken holds the web UI's per-daemon access token (mode 0600).
+func (l Layout) WebToken() string { return filepath.Join(l.StateDir, "web-token") }
+
+// WebAddr records the address the web UI actually listens on, so
+// `banger web` can build the URL; absent while the UI is not serving.
+func (l Layout) WebAddr() string { return filepath.Join(l.StateDir, "web-addr") }
+
 // VMsDir holds per-VM persistent state.
 func (l Layout) VMsDir() string { return filepath.Join(l.StateDir, "vms") }
 
