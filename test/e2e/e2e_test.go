@@ -347,6 +347,8 @@ func TestE2E(t *testing.T) {
 		{"DaemonKilledVMAdopted", daemonCrash},
 		{"DeleteLeavesNothing", deleteLeavesNothing},
 		{"CancelCreateLeavesNothing", cancelCreate},
+		// Later tests in this package share the daemon; leave no VM behind.
+		{"RemoveVMs", func(t *testing.T) { must(t, "vm", "rm", "--force", "alpha") }},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, s.fn) {
