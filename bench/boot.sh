@@ -33,14 +33,15 @@ for i in $(seq 1 "$runs"); do
     case $a in unix:*qmp.sock*) d=${a#unix:}; mkdir -p "$(dirname "${d%%,*}")" ;; esac
   done
   t0=$(now_ms)
-  bench_ns "${argv[@]}" >"$BENCH_ROOT/raw.log" 2>&1 &
+  # Not through the bench_ns function: $! must be QEMU itself (ip execs it).
+  ip netns exec "$BENCH_NS" "${argv[@]}" >"$BENCH_ROOT/raw.log" 2>&1 &
   raw=$!
   until ! kill -0 "$raw" 2>/dev/null || bench_ns ssh -F "$cfg" -o BatchMode=yes -o ConnectTimeout=1 "b$i.banger" true 2>/dev/null; do sleep 0.1; done
   t1=$(now_ms)
   if ! kill -0 "$raw" 2>/dev/null; then echo "raw QEMU exited:" >&2; cat "$BENCH_ROOT/raw.log" >&2; exit 1; fi
   raw_ms+=($((t1 - t0)))
   kill -9 "$raw" 2>/dev/null || true
-  wait 2>/dev/null || true
+  wait "$raw" 2>/dev/null || true
   banger vm rm --force "b$i" >/dev/null
   echo "run $i: banger create-to-ssh ${banger_ms[-1]} ms, raw qemu boot-to-ssh ${raw_ms[-1]} ms ($ip)"
 done

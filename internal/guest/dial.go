@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -35,7 +36,10 @@ func dial(ctx context.Context, t Target, signer ssh.Signer) (*ssh.Client, error)
 		// an RSA key must not offer that one and cause a false mismatch.
 		HostKeyAlgorithms: hostKeyAlgorithms(t.HostKey),
 	}
-	var d net.Dialer
+	// Guests sit on a local bridge: a TCP connect that takes longer than
+	// this means the guest is not up yet (its ARP goes unanswered), and
+	// retrying soon beats waiting out the kernel's SYN retransmits.
+	d := net.Dialer{Timeout: connectTimeout}
 	conn, err := d.DialContext(ctx, "tcp", t.Addr)
 	if err != nil {
 		return nil, dialError(ctx, t, err)
@@ -56,6 +60,9 @@ func dial(ctx context.Context, t Target, signer ssh.Signer) (*ssh.Client, error)
 	}
 	return ssh.NewClient(c, chans, reqs), nil
 }
+
+// connectTimeout bounds one TCP connect to a guest (not the handshake).
+const connectTimeout = 1500 * time.Millisecond
 
 func hostKeyAlgorithms(k ssh.PublicKey) []string {
 	if k.Type() == ssh.KeyAlgoRSA {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -111,6 +112,13 @@ func (s *Service) boot(ctx context.Context, op *opstate.Op, id string, from Stat
 	}
 	if r.TAP != "" {
 		spec.NICs = []vmm.NIC{{TAP: r.TAP, MAC: r.MAC}}
+	}
+	if s.Network != nil {
+		if ip, err := netip.ParseAddr(r.IP); err == nil {
+			if err := s.Network.ForgetNeighbor(ip); err != nil {
+				s.Log.Warn("forget stale ARP entry", "vm", r.Name, "ip", r.IP, "err", err)
+			}
+		}
 	}
 	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
 		return err

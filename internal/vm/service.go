@@ -29,6 +29,9 @@ type Network interface {
 	ReleaseTAP(ctx context.Context, name string) error
 	// TAPExists reports whether the device is present on the host.
 	TAPExists(name string) bool
+	// ForgetNeighbor drops the host's ARP entry for an address, which may
+	// still name the MAC of a deleted VM that had the address before.
+	ForgetNeighbor(addr netip.Addr) error
 	Reconcile(ctx context.Context, inUse map[string]bool) error
 	Gateway() netip.Addr
 	Subnet() netip.Prefix

@@ -49,6 +49,7 @@ func (n *fakeNet) TAPExists(name string) bool {
 	defer n.mu.Unlock()
 	return n.acquired[name]
 }
+func (n *fakeNet) ForgetNeighbor(netip.Addr) error                  { return nil }
 func (n *fakeNet) Reconcile(context.Context, map[string]bool) error { return nil }
 func (n *fakeNet) Gateway() netip.Addr                              { return netip.MustParseAddr("172.30.0.1") }
 func (n *fakeNet) Subnet() netip.Prefix                             { return netip.MustParsePrefix("172.30.0.0/24") }
