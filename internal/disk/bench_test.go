@@ -3,6 +3,7 @@ package disk
 import (
 	"context"
 	"fmt"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,9 +29,9 @@ func BenchmarkCreateOverlay(b *testing.B) {
 			dir := b.TempDir()
 			switch s {
 			case StrategyDMSnapshot:
-				requireOrSkip(b, host.HasDeviceMapper, host.NoDeviceMapper)
+				testenv.Require(b, host.HasDeviceMapper, host.NoDeviceMapper)
 			case StrategyQcow2:
-				requireOrSkip(b, host.HasQemuImg, host.NoQemuImg)
+				testenv.Require(b, host.HasQemuImg, host.NoQemuImg)
 			case StrategyReflink:
 				if d := os.Getenv("BANGER_BENCH_REFLINK_DIR"); d != "" {
 					var err error
@@ -40,7 +41,7 @@ func BenchmarkCreateOverlay(b *testing.B) {
 					defer os.RemoveAll(dir)
 				}
 				err := ReflinkSupported(dir)
-				requireOrSkip(b, err == nil, fmt.Sprint("reflink-capable directory: ", err))
+				testenv.Require(b, err == nil, fmt.Sprint("reflink-capable directory: ", err))
 			}
 			base := filepath.Join(dir, "base.ext4")
 			writeBenchBase(b, base, size)

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"bytes"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,25 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireOrSkip skips a test whose prerequisite is missing on this machine,
-// or fails it when BANGER_REQUIRE_ALL=1 demands that everything runs.
-func requireOrSkip(t testing.TB, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("prerequisite missing (BANGER_REQUIRE_ALL=1): %s", why)
-	}
-	t.Skip("prerequisite missing: " + why)
-}
-
 // requireTools skips unless every named host tool is installed.
 func requireTools(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		_, err := exec.LookPath(tool)
-		requireOrSkip(t, err == nil, tool+" is not installed")
+		testenv.Require(t, err == nil, tool+" is not installed")
 	}
 }
 
@@ -128,10 +116,10 @@ func reflinkDir(t testing.TB) string {
 		return dir
 	}
 	if os.Getenv("BANGER_INTEGRATION") != "1" {
-		requireOrSkip(t, false, "reflink-capable filesystem (btrfs, xfs) for temp files ("+probeErr.Error()+
+		testenv.Require(t, false, "reflink-capable filesystem (btrfs, xfs) for temp files ("+probeErr.Error()+
 			"); set BANGER_INTEGRATION=1 to mount an xfs image instead")
 	}
-	requireOrSkip(t, os.Geteuid() == 0, "root, to mount an xfs image for the reflink test")
+	testenv.Require(t, os.Geteuid() == 0, "root, to mount an xfs image for the reflink test")
 	requireTools(t, "mkfs.xfs", "mount", "umount")
 	img := filepath.Join(dir, "xfs.img")
 	writeAt(t, img, 0, nil)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -233,9 +234,9 @@ func TestOverlayJSON(t *testing.T) {
 // TestDMSnapshotReal drives a real device-mapper snapshot. It needs root,
 // device-mapper and loop devices, and changes host state (it cleans up).
 func TestDMSnapshotReal(t *testing.T) {
-	requireOrSkip(t, os.Geteuid() == 0, "root (device-mapper and loop devices)")
+	testenv.Require(t, os.Geteuid() == 0, "root (device-mapper and loop devices)")
 	why := deviceMapperMissing()
-	requireOrSkip(t, why == "", why)
+	testenv.Require(t, why == "", why)
 	ctx := context.Background()
 	base := testBase(t)
 	baseBefore := readFile(t, base)

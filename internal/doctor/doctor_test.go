@@ -3,6 +3,7 @@ package doctor
 import (
 	"bytes"
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"slices"
 	"strings"
@@ -226,7 +227,7 @@ func TestRealHost(t *testing.T) {
 
 func TestRealOutputStopsOnCancel(t *testing.T) {
 	sleep, err := RealHost().LookPath("sleep")
-	requireOrSkip(t, err == nil, "sleep(1) on PATH")
+	testenv.Require(t, err == nil, "sleep(1) on PATH")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -240,7 +241,7 @@ func TestRealOutputStopsOnCancel(t *testing.T) {
 
 func TestRealLookPathFindsSbin(t *testing.T) {
 	_, err := os.Stat("/usr/sbin/mkfs.ext4")
-	requireOrSkip(t, err == nil, "/usr/sbin/mkfs.ext4 (e2fsprogs)")
+	testenv.Require(t, err == nil, "/usr/sbin/mkfs.ext4 (e2fsprogs)")
 	t.Setenv("PATH", "/usr/bin:/bin")
 	got, err := lookPathWithSbin("mkfs.ext4")
 	if err != nil || !strings.HasSuffix(got, "/mkfs.ext4") {

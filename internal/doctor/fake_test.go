@@ -6,27 +6,12 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
 	"path"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/banger-dev/banger/internal/vmm"
 )
-
-// requireOrSkip skips a test whose host prerequisite is missing, unless
-// BANGER_REQUIRE_ALL=1 demands that every test runs.
-func requireOrSkip(t *testing.T, cond bool, why string) {
-	t.Helper()
-	if cond {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite (BANGER_REQUIRE_ALL=1): %s", why)
-	}
-	t.Skip("missing prerequisite: " + why)
-}
 
 type fakeInfo struct {
 	name string

@@ -3,6 +3,7 @@ package guest
 import (
 	"bytes"
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"strconv"
 	"syscall"
@@ -86,7 +87,7 @@ func TestBuildPTYRequest(t *testing.T) {
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	requireOrSkip(t, err == nil, "/dev/ptmx (pseudo-terminals) for the PTY test")
+	testenv.Require(t, err == nil, "/dev/ptmx (pseudo-terminals) for the PTY test")
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,7 @@ import (
 // what banger writes and refuses a host whose key is not the pinned one.
 func TestOpenSSHUsesRenderedConfig(t *testing.T) {
 	sshBin, err := exec.LookPath("ssh")
-	requireOrSkip(t, err == nil, "the OpenSSH client `ssh` (Debian package openssh-client)")
+	testenv.Require(t, err == nil, "the OpenSSH client `ssh` (Debian package openssh-client)")
 
 	f := newFixture(t)
 	dir := t.TempDir()

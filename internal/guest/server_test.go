@@ -17,19 +17,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// requireOrSkip skips the test when a prerequisite is missing, or fails it
-// when BANGER_REQUIRE_ALL=1 says every test must run.
-func requireOrSkip(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite (BANGER_REQUIRE_ALL=1): %s", why)
-	}
-	t.Skip("missing prerequisite: " + why)
-}
-
 // testServer is a minimal sshd on 127.0.0.1: it accepts one client key,
 // runs "exec" requests with /bin/sh -c locally and records what clients ask.
 type testServer struct {

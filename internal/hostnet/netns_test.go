@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io"
 	"log/slog"
 	"os"
@@ -14,19 +15,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
-
-// requireOrSkip skips when a prerequisite is missing, or fails when
-// BANGER_REQUIRE_ALL=1 says this machine must have everything.
-func requireOrSkip(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite (BANGER_REQUIRE_ALL=1): %s", why)
-	}
-	t.Skipf("missing prerequisite: %s", why)
-}
 
 // testNS is a named network namespace the test created and now runs in.
 type testNS struct {
@@ -40,7 +28,7 @@ type testNS struct {
 // the new one, which destroys every device created inside it.
 func enterNewNetns(t *testing.T) *testNS {
 	t.Helper()
-	requireOrSkip(t, os.Geteuid() == 0, "root (network namespaces, bridges and TAPs need CAP_NET_ADMIN)")
+	testenv.Require(t, os.Geteuid() == 0, "root (network namespaces, bridges and TAPs need CAP_NET_ADMIN)")
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -52,7 +40,7 @@ func enterNewNetns(t *testing.T) *testNS {
 	if err != nil {
 		orig.Close()
 		runtime.UnlockOSThread()
-		requireOrSkip(t, false, "network namespaces (netns.NewNamed: "+err.Error()+")")
+		testenv.Require(t, false, "network namespaces (netns.NewNamed: "+err.Error()+")")
 	}
 	t.Cleanup(func() {
 		restored := netns.Set(orig) == nil

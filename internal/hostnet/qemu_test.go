@@ -3,6 +3,7 @@ package hostnet
 import (
 	"bytes"
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os/exec"
 	"strings"
 	"testing"
@@ -61,7 +62,7 @@ func waitCarrier(t *testing.T, tap string, want bool, exited chan error, out *by
 
 func TestQEMUOpensPoolTAP(t *testing.T) {
 	_, err := exec.LookPath("qemu-system-x86_64")
-	requireOrSkip(t, err == nil, "qemu-system-x86_64 in PATH")
+	testenv.Require(t, err == nil, "qemu-system-x86_64 in PATH")
 	ns := enterNewNetns(t)
 	ctx := context.Background()
 	n := mustSetup(t, testConfig(1))
@@ -98,7 +99,7 @@ func TestQEMUOpensPoolTAP(t *testing.T) {
 // single-queue attach to a persistent multi-queue TAP fails.
 func TestQEMURejectsMultiQueueTAP(t *testing.T) {
 	_, err := exec.LookPath("qemu-system-x86_64")
-	requireOrSkip(t, err == nil, "qemu-system-x86_64 in PATH")
+	testenv.Require(t, err == nil, "qemu-system-x86_64 in PATH")
 	ns := enterNewNetns(t)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = "mqtap0"

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io"
 	"log/slog"
 	"os"
@@ -17,24 +18,11 @@ import (
 	"github.com/banger-dev/banger/internal/store"
 )
 
-// requireOrSkip skips when the host lacks a prerequisite, unless
-// BANGER_REQUIRE_ALL=1 demands that everything runs.
-func requireOrSkip(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatal("missing prerequisite: " + why)
-	}
-	t.Skip("missing prerequisite: " + why)
-}
-
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		_, err := exec.LookPath(tool)
-		requireOrSkip(t, err == nil, tool+" is not installed (e2fsprogs, qemu-utils)")
+		testenv.Require(t, err == nil, tool+" is not installed (e2fsprogs, qemu-utils)")
 	}
 }
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +17,7 @@ import (
 func TestSyncAuthOnLocalShell(t *testing.T) {
 	t.Parallel()
 	_, err := exec.LookPath("git")
-	requireOrSkip(t, err == nil, "git is not installed")
+	testenv.Require(t, err == nil, "git is not installed")
 	e := newLocal(t)
 	src := filepath.Join(t.TempDir(), "auth.json")
 	os.WriteFile(src, []byte(`{"token":"s3cret"}`), 0o644)

@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io"
 	"net"
 	"os"
@@ -20,7 +21,7 @@ import (
 
 func TestScriptsAreShellcheckClean(t *testing.T) {
 	_, err := exec.LookPath("shellcheck")
-	requireOrSkip(t, err == nil, "shellcheck is not installed (apt-get install shellcheck)")
+	testenv.Require(t, err == nil, "shellcheck is not installed (apt-get install shellcheck)")
 	files, _ := filepath.Glob("scripts/*.sh")
 	if len(files) != 5 {
 		t.Fatalf("found %d scripts, want 5", len(files))

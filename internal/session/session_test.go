@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io"
 	"os"
 	"os/exec"
@@ -16,19 +17,6 @@ import (
 	"github.com/banger-dev/banger/internal/guest"
 	"github.com/banger-dev/banger/internal/vm"
 )
-
-// requireOrSkip skips when a prerequisite is missing, unless
-// BANGER_REQUIRE_ALL=1 makes that a failure.
-func requireOrSkip(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite: %s", why)
-	}
-	t.Skipf("missing prerequisite: %s", why)
-}
 
 // localExec runs "guest" commands on this host, so the real scripts run
 // against a temporary root directory.
@@ -90,7 +78,7 @@ func newLocal(t *testing.T) *localEnv {
 	t.Helper()
 	for _, tool := range []string{"bash", "script", "setsid", "tail", "stty", "pkill", "base64"} {
 		_, err := exec.LookPath(tool)
-		requireOrSkip(t, err == nil, tool+" is not installed")
+		testenv.Require(t, err == nil, tool+" is not installed")
 	}
 	u, err := user.Current()
 	if err != nil {

@@ -3,25 +3,13 @@ package vmm
 import (
 	"context"
 	"errors"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"os/exec"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// requireOrSkipVMM skips when a prerequisite is missing, or fails when
-// BANGER_REQUIRE_ALL=1 demands that everything runs.
-func requireOrSkipVMM(t *testing.T, ok bool, missing string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite (BANGER_REQUIRE_ALL=1): %s", missing)
-	}
-	t.Skipf("missing prerequisite: %s", missing)
-}
 
 func TestParseProcStatCommWithParens(t *testing.T) {
 	// Field 2 is "(a) b (c)": counting must start after the last ')'.
@@ -90,7 +78,7 @@ func TestProcHelpersOnMissingProcess(t *testing.T) {
 func TestSignalAndWaitChild(t *testing.T) {
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
-		requireOrSkipVMM(t, false, "the sleep command: "+err.Error())
+		testenv.Require(t, false, "the sleep command: "+err.Error())
 	}
 	pid := cmd.Process.Pid
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })

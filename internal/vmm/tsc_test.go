@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"fmt"
+	"github.com/banger-dev/banger/internal/testenv"
 	"testing"
 )
 
@@ -27,7 +28,7 @@ func TestHostTSCParsing(t *testing.T) {
 
 func TestHostTSCkHzOnThisHost(t *testing.T) {
 	khz, err := HostTSCkHz()
-	requireOrSkipVMM(t, err == nil, fmt.Sprintf("a TSC frequency from sysfs, the kernel log or /proc/cpuinfo (%v)", err))
+	testenv.Require(t, err == nil, fmt.Sprintf("a TSC frequency from sysfs, the kernel log or /proc/cpuinfo (%v)", err))
 	// Any real x86 TSC runs between 100 MHz and 10 GHz.
 	if khz < 100_000 || khz > 10_000_000 {
 		t.Fatalf("HostTSCkHz = %d kHz, implausible", khz)

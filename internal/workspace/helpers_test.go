@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -13,21 +14,9 @@ import (
 	"testing"
 )
 
-// requireOrSkip skips when cond is false, or fails under BANGER_REQUIRE_ALL=1.
-func requireOrSkip(t *testing.T, cond bool, why string) {
-	t.Helper()
-	if cond {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatal("missing prerequisite: " + why)
-	}
-	t.Skip("missing prerequisite: " + why)
-}
-
 func requireGit(t *testing.T) {
 	_, err := exec.LookPath("git")
-	requireOrSkip(t, err == nil, "git in PATH")
+	testenv.Require(t, err == nil, "git in PATH")
 }
 
 // gitT runs git in dir with a fixed identity and fails the test on error.

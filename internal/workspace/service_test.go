@@ -2,6 +2,7 @@ package workspace
 
 import (
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io"
 	"os"
 	"os/exec"
@@ -42,7 +43,7 @@ func newFixture(t *testing.T) fixture {
 	t.Helper()
 	requireGit(t)
 	_, err := exec.LookPath("tar")
-	requireOrSkip(t, err == nil, "tar in PATH")
+	testenv.Require(t, err == nil, "tar in PATH")
 	st, err := store.Open(bg, filepath.Join(t.TempDir(), "banger.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/banger-dev/banger/internal/testenv"
 	"github.com/banger-dev/banger/internal/vmm"
 	"net"
 	"os"
@@ -31,7 +32,7 @@ func TestBootDefaultImage(t *testing.T) {
 	a := buildDefault(t)
 	for _, tool := range []string{"qemu-system-x86_64", "ip"} {
 		_, err := lookPath(tool)
-		requireOrSkip(t, err == nil, tool+" is not installed")
+		testenv.Require(t, err == nil, tool+" is not installed")
 	}
 	dir := t.TempDir()
 	rootfs, work, config, console := filepath.Join(dir, "rootfs.ext4"), filepath.Join(dir, "work.ext4"), filepath.Join(dir, "config.img"), filepath.Join(dir, "console.log")

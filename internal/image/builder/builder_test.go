@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io"
 	"io/fs"
 	"os"
@@ -340,7 +341,7 @@ func TestConfigDriveValidation(t *testing.T) {
 
 func TestGuestScriptsShellcheckClean(t *testing.T) {
 	_, err := exec.LookPath("shellcheck")
-	requireOrSkip(t, err == nil, "shellcheck is not installed (apt-get install shellcheck)")
+	testenv.Require(t, err == nil, "shellcheck is not installed (apt-get install shellcheck)")
 	scripts, err := fs.Glob(guestFiles, "guestfiles/*.sh")
 	must(t, err)
 	if len(scripts) == 0 {

@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"github.com/banger-dev/banger/internal/testenv"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,13 +20,13 @@ import (
 // root; removing the build directory must unmount them first and never
 // recurse into them.
 func TestRemoveBuildDirUnmountsFirst(t *testing.T) {
-	requireOrSkip(t, os.Geteuid() == 0, "mounting a tmpfs needs root")
+	testenv.Require(t, os.Geteuid() == 0, "mounting a tmpfs needs root")
 	dir := t.TempDir()
 	build := filepath.Join(dir, ".tmp-key-1")
 	inner := filepath.Join(build, "root", "proc")
 	must(t, os.MkdirAll(inner, 0o755))
 	if err := unix.Mount("tmpfs", inner, "tmpfs", 0, "size=1m"); err != nil {
-		requireOrSkip(t, false, "cannot mount tmpfs here: "+err.Error())
+		testenv.Require(t, false, "cannot mount tmpfs here: "+err.Error())
 	}
 	defer unix.Unmount(inner, unix.MNT_DETACH) // only if the code under test failed
 	sentinel := filepath.Join(inner, "must-not-be-deleted-through-the-mount")

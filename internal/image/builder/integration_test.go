@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"testing"
 	"time"
@@ -15,10 +16,10 @@ func integrationCache(t *testing.T) string {
 	if os.Getenv("BANGER_INTEGRATION") != "1" {
 		t.Skip("integration test: set BANGER_INTEGRATION=1 (needs root, debootstrap and a Debian mirror; builds a real image)")
 	}
-	requireOrSkip(t, os.Geteuid() == 0, "building an image needs root")
+	testenv.Require(t, os.Geteuid() == 0, "building an image needs root")
 	for _, tool := range []string{"debootstrap", "apt-get", "dpkg-deb", "mkfs.ext4"} {
 		_, err := lookPath(tool)
-		requireOrSkip(t, err == nil, tool+" is not installed")
+		testenv.Require(t, err == nil, tool+" is not installed")
 	}
 	if dir := os.Getenv("BANGER_IMAGE_CACHE"); dir != "" {
 		return dir

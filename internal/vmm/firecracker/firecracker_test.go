@@ -29,17 +29,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requireOrSkip(t *testing.T, ok bool, what string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite (BANGER_REQUIRE_ALL=1): %s", what)
-	}
-	t.Skipf("missing prerequisite: %s", what)
-}
-
 // fakeBinary returns the path of a "firecracker" that is the fake.
 func fakeBinary(t *testing.T) string {
 	t.Helper()

@@ -13,19 +13,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// requireOrSkip skips when a prerequisite is missing, or fails when
-// BANGER_REQUIRE_ALL=1 demands that everything runs.
-func requireOrSkip(t *testing.T, ok bool, missing string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("BANGER_REQUIRE_ALL") == "1" {
-		t.Fatalf("missing prerequisite (BANGER_REQUIRE_ALL=1): %s", missing)
-	}
-	t.Skipf("missing prerequisite: %s", missing)
-}
-
 func representativeSpec() vmm.MachineSpec {
 	return vmm.MachineSpec{
 		ID:         "vm-0123abcd",

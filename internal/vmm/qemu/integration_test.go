@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/banger-dev/banger/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,7 +59,7 @@ func requireIntegration(t *testing.T) {
 		t.Skip("integration test: set BANGER_INTEGRATION=1 to boot real kernels under QEMU")
 	}
 	_, err := exec.LookPath(DefaultBinary)
-	requireOrSkip(t, err == nil, DefaultBinary+" on PATH (apt-get install qemu-system-x86)")
+	testenv.Require(t, err == nil, DefaultBinary+" on PATH (apt-get install qemu-system-x86)")
 }
 
 // kernelCacheDir receives the Debian cloud kernel when the test fetches it.
@@ -79,7 +80,7 @@ func testKernel(t *testing.T) string {
 		return m[0]
 	}
 	k, err := fetchCloudKernel()
-	requireOrSkip(t, err == nil, fmt.Sprintf("a guest kernel (set BANGER_TEST_KERNEL, or let apt-get download linux-image-cloud-amd64): %v", err))
+	testenv.Require(t, err == nil, fmt.Sprintf("a guest kernel (set BANGER_TEST_KERNEL, or let apt-get download linux-image-cloud-amd64): %v", err))
 	return k
 }
 
@@ -518,7 +519,7 @@ func startInHelper(t *testing.T, spec vmm.MachineSpec, prefix ...string) vmm.Han
 func TestIntegrationNICInNetns(t *testing.T) {
 	requireIntegration(t)
 	_, err := exec.LookPath("ip")
-	requireOrSkip(t, err == nil, "the ip command (apt-get install iproute2)")
+	testenv.Require(t, err == nil, "the ip command (apt-get install iproute2)")
 	ns := fmt.Sprintf("bgtest-qemu-%d", os.Getpid())
 	ip := func(args ...string) {
 		t.Helper()
@@ -561,9 +562,9 @@ func TestIntegrationNICInNetns(t *testing.T) {
 func imageSpec(t *testing.T, id string) vmm.MachineSpec {
 	t.Helper()
 	img, ok := builtImage()
-	requireOrSkip(t, ok, "a built default image under /var/cache/banger-test/images (run internal/image/builder's integration test first)")
+	testenv.Require(t, ok, "a built default image under /var/cache/banger-test/images (run internal/image/builder's integration test first)")
 	_, err := exec.LookPath("qemu-img")
-	requireOrSkip(t, err == nil, "qemu-img on PATH (apt-get install qemu-utils)")
+	testenv.Require(t, err == nil, "qemu-img on PATH (apt-get install qemu-utils)")
 
 	dir := t.TempDir()
 	overlay := filepath.Join(dir, "system.qcow2")
