@@ -29,6 +29,7 @@ import (
 )
 
 var env struct {
+	tmp      string // everything the suite made on the host: binary, state, logs
 	bin      string // banger binary
 	netns    string
 	state    string
@@ -56,6 +57,10 @@ func TestMain(m *testing.M) {
 	}
 	code = m.Run()
 	teardown()
+	if code == 0 {
+		// Keep the daemon log and state of a failed run for debugging.
+		_ = os.RemoveAll(env.tmp)
+	}
 	os.Exit(code)
 }
 
@@ -67,6 +72,7 @@ func setup() (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	env.tmp = tmp
 	env.bin = filepath.Join(tmp, "banger")
 	build := exec.Command("go", "build", "-o", env.bin, "../../cmd/banger")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
